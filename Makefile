@@ -1,0 +1,24 @@
+# Set-up and the two jobs of README.md. Creates its own virtual environment in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= demo-output
+
+.PHONY: install test demo clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned (a local CPU build here; other versions download GBs), then the engine.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# pytest exits 5 when it collects no test: not a failure of the code.
+test: install
+	$(PY) -m pytest -ra $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache
