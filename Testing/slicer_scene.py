@@ -1,0 +1,85 @@
+"""A real MRML scene without Qt, built with ``slicer-core`` the way Slicer's application sets it up.
+
+Follows ``trame_slicer/core/slicer_app.py`` (Kitware's trame-slicer): a scene, the application logic
+with its colour nodes, the Colors, Volumes, Segmentations and Subject hierarchy module logics, the
+default slice orientation presets and the three slice views (Red, Yellow, Green) with their slice
+composite nodes, as the layout manager of the Slicer application creates them. Scene glue tested on
+this scene runs on the same MRML classes as inside Slicer; only the Qt widgets are missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import slicer
+
+SLICE_VIEW_NAMES = ("Red", "Yellow", "Green")
+
+
+@dataclass
+class SlicerScene:
+    """The scene and its logics. The application logic holds its module logics by weak reference:
+    they live as long as this object."""
+
+    scene: "slicer.vtkMRMLScene"
+    app_logic: "slicer.vtkSlicerApplicationLogic"
+    color_logic: "slicer.vtkMRMLColorLogic"
+    volumes_logic: "slicer.vtkSlicerVolumesLogic"
+    segmentations_logic: "slicer.vtkSlicerSegmentationsModuleLogic"
+    subject_hierarchy_logic: "slicer.vtkSlicerSubjectHierarchyModuleLogic"
+    slice_logics: list
+
+    def load_volume(self, path: Path, name: str) -> "slicer.vtkMRMLScalarVolumeNode":
+        """A scalar volume node read from ``path`` through the Volumes logic (storage node attached)."""
+        node = self.volumes_logic.AddArchetypeVolume(str(path), name)
+        if node is None:
+            raise RuntimeError(f"{path}: Slicer's Volumes logic could not read it")
+        # In Slicer the subject hierarchy plugin logic (Qt) gives every new data node an item.
+        hierarchy = self.scene.GetSubjectHierarchyNode()
+        hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
+        return node
+
+
+def build_scene() -> SlicerScene:
+    """A fresh scene set up like the one of the Slicer application (see the module docstring)."""
+    scene = slicer.vtkMRMLScene()
+    crosshair = slicer.vtkMRMLCrosshairNode()
+    crosshair.SetCrosshairName("default")
+    scene.AddNode(crosshair)
+
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    app_logic.GetColorLogic().SetMRMLScene(scene)
+    app_logic.GetColorLogic().AddDefaultColorNodes()
+
+    color_logic = slicer.vtkMRMLColorLogic()
+    color_logic.SetMRMLApplicationLogic(app_logic)
+    color_logic.SetMRMLScene(scene)
+    app_logic.SetModuleLogic("Colors", color_logic)
+
+    volumes_logic = slicer.vtkSlicerVolumesLogic()
+    volumes_logic.SetMRMLApplicationLogic(app_logic)
+    volumes_logic.SetMRMLScene(scene)
+    app_logic.SetModuleLogic("Volumes", volumes_logic)
+
+    segmentations_logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    segmentations_logic.SetMRMLScene(scene)
+    segmentations_logic.SetMRMLApplicationLogic(app_logic)
+    app_logic.SetModuleLogic("Segmentations", segmentations_logic)
+
+    subject_hierarchy_logic = slicer.vtkSlicerSubjectHierarchyModuleLogic()
+    subject_hierarchy_logic.SetMRMLScene(scene)
+    subject_hierarchy_logic.SetMRMLApplicationLogic(app_logic)
+
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)
+    slice_logics = []
+    for view_name in SLICE_VIEW_NAMES:
+        slice_logic = slicer.vtkMRMLSliceLogic()
+        slice_logic.SetMRMLApplicationLogic(app_logic)
+        slice_logic.SetMRMLScene(scene)
+        slice_logic.AddSliceNode(view_name)
+        slice_logics.append(slice_logic)
+
+    return SlicerScene(scene, app_logic, color_logic, volumes_logic, segmentations_logic, subject_hierarchy_logic,
+                       slice_logics)
