@@ -1,8 +1,13 @@
-"""Where the engine finds the project's ``Resources/`` folder (templates, bundled models, samples).
+"""Where the engine finds the project's ``Resources/`` folder (UI, icons, bundled models, samples).
 
-Order: ``$ANOMALYSEG_RESOURCES``; the ``Resources`` folder beside ``AnomalySegLib`` (source
-checkout, editable install); the Slicer extension's installed module share folder (the
-``Resources`` folder of the ``AnomalySeg`` module next to this library).
+The folder is the one beside ``AnomalySegLib``, in both layouts:
+
+- source checkout or editable install: ``<repo>/Resources`` next to ``<repo>/AnomalySegLib``;
+- installed Slicer extension: the build copies ``Resources/`` and ``AnomalySegLib/`` side by side
+  into ``lib/Slicer-X.Y/qt-scripted-modules/`` (see the top-level ``CMakeLists.txt``), which is
+  also where Slicer looks for the module's ``Resources`` (next to ``AnomalySeg.py``).
+
+``$ANOMALYSEG_RESOURCES`` overrides both (e.g. for a wheel installed without the resources).
 """
 
 from __future__ import annotations
@@ -18,8 +23,7 @@ def resources_dir() -> Path:
     candidates = []
     if os.environ.get(RESOURCES_ENV):
         candidates.append(Path(os.environ[RESOURCES_ENV]))
-    package_parent = Path(__file__).resolve().parent.parent
-    candidates += [package_parent / "Resources", package_parent / "AnomalySeg" / "Resources"]
+    candidates.append(Path(__file__).resolve().parent.parent / "Resources")
     for candidate in candidates:
         if candidate.is_dir():
             return candidate

@@ -1,0 +1,581 @@
+"""AnomalySeg: find and outline abnormal tissue in brain MRI (SADM, Behrendt et al., MIDL 2024).
+
+The module is GUI and scene glue only. The engine (``AnomalySegLib``) runs in a child process,
+``PythonSlicer -m AnomalySegLib segment ... --progress-format json``, so the application never
+freezes; its results are imported into the scene by ``AnomalySegModuleLib.SceneGlue``.
+"""
+
+# No "from __future__ import annotations": parameterNodeWrapper reads the annotations as types.
+import importlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+def _makeEngineImportable() -> None:
+    """Installed extension: ``AnomalySegLib`` sits beside this file. Source checkout (this folder
+    added as an additional module path): it is one folder up."""
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent):
+        if (folder / "AnomalySegLib" / "__init__.py").is_file():
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+            return
+
+
+_makeEngineImportable()
+
+from AnomalySegLib.progress import ProgressEvent  # noqa: E402
+from AnomalySegLib.resources import resources_dir  # noqa: E402
+from AnomalySegModuleLib import SceneGlue  # noqa: E402
+from AnomalySegModuleLib.Dependencies import installRequirements, missingRequirements  # noqa: E402
+from AnomalySegModuleLib.InferenceProcess import InferenceProcess, engineEnvironment  # noqa: E402
+from AnomalySegModuleLib.SegmentationRun import SegmentationRun  # noqa: E402
+
+#: (label, value of ``--device``)
+DEVICE_CHOICES = (("Auto (GPU if available)", "auto"), ("GPU (CUDA)", "cuda"), ("GPU (Apple MPS)", "mps"),
+                  ("CPU", "cpu"))
+#: (label, value of ``--threshold``): presets stored with each model bundle.
+THRESHOLD_PRESETS = (("Calibrated (validation set)", "val"), ("Specific: 1 % false positives", "fpr1"),
+                     ("Balanced: 5 % false positives", "fpr5"), ("Sensitive: 10 % false positives", "fpr10"))
+SETTINGS_PREFIX = "AnomalySeg/"
+#: Options kept in the parameter node and, across sessions, in the application settings.
+OPTION_DEFAULTS = {"model": "", "device": "auto", "thresholdPreset": "val", "outputFolder": ""}
+PROGRESS_POLL_MS = 200
+#: Reloaded with the module in developer mode, dependencies first.
+HELPER_MODULES = ("AnomalySegLib.progress", "AnomalySegModuleLib.Results", "AnomalySegModuleLib.Dependencies",
+                  "AnomalySegModuleLib.InferenceProcess", "AnomalySegModuleLib.SceneGlue",
+                  "AnomalySegModuleLib.SegmentationRun")
+
+
+#
+# AnomalySeg
+#
+
+
+class AnomalySeg(ScriptedLoadableModule):
+    """Module description for Slicer's module list (see ScriptedLoadableModule)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Anomaly Segmentation")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["AnomalySeg developers"]
+        self.parent.helpText = _(
+            "Finds and outlines abnormal tissue (tumours, stroke lesions, MS lesions) in a T1-weighted brain "
+            "MRI. A diffusion model trained on healthy brains reconstructs a pseudo-healthy image; a U-Net "
+            "delineates what differs. Results: the reconstruction, an anomaly map shown over the input, and "
+            "a segmentation with its volume. Not for clinical use. "
+            '<a href="https://github.com/anomalyseg/AnomalySeg">Documentation</a>.')
+        self.parent.acknowledgementText = _(
+            "Method: Behrendt, Bhattacharya, Maack, Krüger, Opfer, Schlaefer. Combining Reconstruction-based "
+            "Unsupervised Anomaly Detection with Supervised Segmentation for Brain MRIs. MIDL 2024, PMLR "
+            "250:87-102. Module structure after Slicer's scripted module template, SlicerNNUNet and "
+            "SlicerMONAIAuto3DSeg.")
+        iconPath = resources_dir() / "Icons" / "AnomalySeg.png"
+        if iconPath.is_file():  # in a source checkout Resources/ is not beside this file
+            self.parent.icon = qt.QIcon(str(iconPath))
+
+
+#
+# AnomalySegParameterNode
+#
+
+
+@parameterNodeWrapper
+class AnomalySegParameterNode:
+    """Inputs, options and the last results of the module (saved with the scene).
+
+    inputVolume - the brain MRI to analyse.
+    brainMask - optional brain mask, a volume or a segmentation.
+    model, device, thresholdPreset - values of ``--model``, ``--device``, ``--threshold``.
+    importReconstruction, showIn3D, outputFolder - output choices.
+    anomalyMap, anomalySegmentation, threshold - the last results, for re-thresholding.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    brainMask: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]
+    model: str = OPTION_DEFAULTS["model"]
+    device: str = OPTION_DEFAULTS["device"]
+    thresholdPreset: str = OPTION_DEFAULTS["thresholdPreset"]
+    importReconstruction: bool = True
+    showIn3D: bool = False
+    outputFolder: str = OPTION_DEFAULTS["outputFolder"]
+    anomalyMap: vtkMRMLScalarVolumeNode
+    anomalySegmentation: vtkMRMLSegmentationNode
+    threshold: float = 0.0
+
+
+#
+# AnomalySegWidget
+#
+
+
+class AnomalySegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: inputs, options, Apply/Cancel, progress, log and results."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Optional[AnomalySegLogic] = None
+        self._parameterNode: Optional[AnomalySegParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._results: Optional[SceneGlue.ImportedResults] = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(str(resources_dir() / "UI" / "AnomalySeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = AnomalySegLogic(interactive=True)
+        for label, value in DEVICE_CHOICES:
+            self.ui.deviceComboBox.addItem(label, value)
+        for label, value in THRESHOLD_PRESETS:
+            self.ui.thresholdPresetComboBox.addItem(label, value)
+        self._populateModels()
+        self.ui.progressBar.hide()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.addModelFolderButton.connect("clicked(bool)", self.onAddModelFolder)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onOptionsChanged)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onOptionsChanged)
+        self.ui.thresholdPresetComboBox.connect("currentIndexChanged(int)", self.onOptionsChanged)
+        self.ui.outputFolderSelector.connect("currentPathChanged(QString)", self.onOptionsChanged)
+        self.ui.sensitivitySlider.connect("valueChanged(double)", self.onSensitivityChanged)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self.logic:
+            self.logic.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def onReload(self) -> None:
+        """Developer mode "Reload": reload the helper modules too, then this module."""
+        for name in HELPER_MODULES:
+            if name in sys.modules:
+                importlib.reload(sys.modules[name])
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self._results = None
+        self._showResults(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume:
+                self._parameterNode.inputVolume = firstVolume
+
+    def setParameterNode(self, inputParameterNode: Optional[AnomalySegParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateApplyButton)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._restoreOptions()
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateApplyButton)
+            self._updateApplyButton()
+
+    # --- options (parameter node + persistent settings) ---
+
+    def _populateModels(self) -> None:
+        self.ui.modelComboBox.clear()
+        self.ui.modelComboBox.addItem(_("Engine default"), "")
+        for folder in self.logic.modelFolders():
+            self.ui.modelComboBox.addItem(folder.name, str(folder))
+            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, str(folder), qt.Qt.ToolTipRole)
+
+    def _restoreOptions(self) -> None:
+        """Show the parameter node's options; those still at their defaults come from the saved settings."""
+        node = self._parameterNode
+        settings = qt.QSettings()
+        for name, default in OPTION_DEFAULTS.items():
+            saved = settings.value(SETTINGS_PREFIX + name)
+            if saved is not None and getattr(node, name) == default:
+                setattr(node, name, str(saved))
+        widgets = (self.ui.modelComboBox, self.ui.deviceComboBox, self.ui.thresholdPresetComboBox,
+                   self.ui.outputFolderSelector)
+        wasBlocked = [widget.blockSignals(True) for widget in widgets]  # showing values is not changing them
+        _selectData(self.ui.modelComboBox, node.model)
+        _selectData(self.ui.deviceComboBox, node.device)
+        _selectData(self.ui.thresholdPresetComboBox, node.thresholdPreset)
+        self.ui.outputFolderSelector.currentPath = node.outputFolder
+        for widget, blocked in zip(widgets, wasBlocked):
+            widget.blockSignals(blocked)
+
+    def onOptionsChanged(self, *_args) -> None:
+        if not self._parameterNode:
+            return
+        values = {
+            "model": self.ui.modelComboBox.currentData or "",
+            "device": self.ui.deviceComboBox.currentData or "auto",
+            "thresholdPreset": self.ui.thresholdPresetComboBox.currentData or "val",
+            "outputFolder": self.ui.outputFolderSelector.currentPath,
+        }
+        settings = qt.QSettings()
+        for name, value in values.items():
+            setattr(self._parameterNode, name, value)
+            settings.setValue(SETTINGS_PREFIX + name, value)
+
+    def onAddModelFolder(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Model bundle folder"))
+        if not folder:
+            return
+        self.logic.addModelFolder(Path(folder))
+        self._populateModels()
+        _selectData(self.ui.modelComboBox, str(Path(folder)))
+
+    def _updateApplyButton(self, caller=None, event=None) -> None:
+        if self.logic.isRunning():
+            self.ui.applyButton.text = _("Cancel")
+            self.ui.applyButton.toolTip = _("Stop the running analysis.")
+            self.ui.applyButton.enabled = True
+        elif self._parameterNode and self._parameterNode.inputVolume:
+            self.ui.applyButton.text = _("Apply")
+            self.ui.applyButton.toolTip = _("Find abnormal tissue in the input volume.")
+            self.ui.applyButton.enabled = True
+        else:
+            self.ui.applyButton.text = _("Apply")
+            self.ui.applyButton.toolTip = _("Select an input volume.")
+            self.ui.applyButton.enabled = False
+
+    # --- running ---
+
+    def onApplyButton(self) -> None:
+        if self.logic.isRunning():
+            self.logic.cancel()
+            self._log(_("Cancelled."))
+            return
+        node = self._parameterNode
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.show()
+        with slicer.util.tryWithErrorDisplay(_("AnomalySeg could not start."), waitCursor=True):
+            self.logic.process(
+                node.inputVolume, brainMask=node.brainMask, model=node.model or None, device=node.device,
+                threshold=node.thresholdPreset, importReconstruction=node.importReconstruction,
+                showIn3D=node.showIn3D, outputFolder=node.outputFolder or None, waitForCompletion=False,
+                onProgress=self._onProgress, onLog=self._log, onFinished=self._onFinished)
+        if not self.logic.isRunning():  # it could not start
+            self.ui.progressBar.hide()
+        self._updateApplyButton()
+
+    def _onProgress(self, event: ProgressEvent) -> None:
+        if event.fraction is not None:
+            self.ui.progressBar.value = int(round(100 * event.fraction))
+        if event.event == "progress":
+            self.ui.progressBar.format = f"{event.stage or ''} %p%"
+        if event.message:
+            self._log(f"[{event.event}] {event.message}")
+
+    def _log(self, text: str) -> None:
+        self.ui.logTextEdit.appendPlainText(text)
+        logging.info(text)
+
+    def _onFinished(self, results: Optional[SceneGlue.ImportedResults], errorMessage: str) -> None:
+        self.ui.progressBar.hide()
+        self._updateApplyButton()
+        if results is None:
+            if errorMessage:
+                self._log(errorMessage)
+                slicer.util.errorDisplay(_("AnomalySeg failed: ") + errorMessage)
+            return
+        self._results = results
+        self._parameterNode.anomalyMap = results.anomalyMapNode
+        self._parameterNode.anomalySegmentation = results.segmentationNode
+        self._parameterNode.threshold = results.statistics.threshold
+        self._showResults(results)
+
+    def _showResults(self, results: Optional[SceneGlue.ImportedResults]) -> None:
+        slider = self.ui.sensitivitySlider
+        if results is None:
+            slider.enabled = False
+            self.ui.resultsLabel.text = _("No results yet.")
+            return
+        high = float(results.anomalyMapNode.GetImageData().GetScalarRange()[1])
+        wasBlocked = slider.blockSignals(True)
+        slider.maximum = max(high, results.statistics.threshold, 1e-3)
+        slider.value = results.statistics.threshold
+        slider.blockSignals(wasBlocked)
+        slider.enabled = True
+        self._showStatistics(results.statistics)
+
+    def _showStatistics(self, statistics: SceneGlue.AnomalyStatistics) -> None:
+        text = _("Anomaly volume: {volume:.2f} ml in {count} finding(s) (score > {threshold:.3f})")
+        self.ui.resultsLabel.text = text.format(volume=statistics.volumeMl, count=statistics.findings,
+                                                threshold=statistics.threshold)
+
+    def onSensitivityChanged(self, value: float) -> None:
+        if self._results is None or self.logic.isRunning():
+            return
+        statistics = self.logic.rethreshold(self._results, value)
+        self._parameterNode.threshold = value
+        self._showStatistics(statistics)
+
+
+def _selectData(comboBox, value: str) -> None:
+    index = comboBox.findData(value)
+    if index >= 0:
+        comboBox.currentIndex = index
+
+
+#
+# AnomalySegLogic
+#
+
+
+class AnomalySegLogic(ScriptedLoadableModuleLogic):
+    """Runs the engine on a volume node and imports its results; usable without the GUI.
+
+    Python console or batch script::
+
+        logic = AnomalySegLogic()
+        results = logic.process(slicer.util.getNode("MRBrainTumor1"), device="auto")
+        print(results.statistics.volumeMl, "ml")
+
+    Args:
+        interactive: may show dialogs (dependency installation). ``False`` (console, batch, tests)
+            never shows one: missing packages raise an error naming them.
+        processFactory: makes the object that runs the engine (default
+            :class:`InferenceProcess`); tests and other front-ends can inject their own.
+        pythonExecutable: the interpreter running the engine (default: ``PythonSlicer``).
+    """
+
+    def __init__(self, interactive: bool = False, processFactory: Callable[..., InferenceProcess] = InferenceProcess,
+                 pythonExecutable: Optional[str] = None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.interactive = interactive
+        self.processFactory = processFactory
+        self.pythonExecutable = pythonExecutable or shutil.which("PythonSlicer") or sys.executable
+        self._run: Optional[SegmentationRun] = None
+        self._timer: Optional[qt.QTimer] = None
+        self._onFinished: Optional[Callable[[Optional[SceneGlue.ImportedResults], str], None]] = None
+
+    def getParameterNode(self) -> AnomalySegParameterNode:
+        return AnomalySegParameterNode(super().getParameterNode())
+
+    # --- models ---
+
+    def modelFolders(self) -> list[Path]:
+        """Model bundles shipped in ``Resources/Models`` and the folders the user added."""
+        bundled = resources_dir() / "Models"
+        folders = sorted(p for p in bundled.iterdir() if p.is_dir()) if bundled.is_dir() else []
+        added = qt.QSettings().value(SETTINGS_PREFIX + "modelFolders") or ""
+        folders += [Path(p) for p in str(added).split(os.pathsep) if p and Path(p).is_dir()]
+        return folders
+
+    def addModelFolder(self, folder: Path) -> None:
+        """Remember ``folder`` (a model bundle) in the application settings."""
+        settings = qt.QSettings()
+        known = [p for p in str(settings.value(SETTINGS_PREFIX + "modelFolders") or "").split(os.pathsep) if p]
+        if str(folder) not in known:
+            known.append(str(folder))
+        settings.setValue(SETTINGS_PREFIX + "modelFolders", os.pathsep.join(known))
+
+    # --- dependencies ---
+
+    def ensureDependencies(self) -> None:
+        """Make sure the engine's packages are installed: ask and install when interactive, else raise."""
+        missing = missingRequirements()
+        if not missing:
+            return
+        if not self.interactive:
+            raise RuntimeError(f"missing Python packages: {', '.join(missing)}; install them once with "
+                               "AnomalySegLogic().installDependencies() or from the AnomalySeg module")
+        if not installRequirements(missing, askConfirmation=True):
+            raise RuntimeError("AnomalySeg needs these Python packages: " + ", ".join(missing))
+
+    def installDependencies(self) -> None:
+        """Install the missing engine packages without asking (console, batch mode, self-test)."""
+        installRequirements(missingRequirements(), askConfirmation=False)
+
+    # --- running ---
+
+    def isRunning(self) -> bool:
+        return self._run is not None and self._run.running
+
+    def cancel(self) -> None:
+        """Stop a running analysis and every process it started; nothing is imported."""
+        if self._run is not None:
+            self._run.cancel()
+
+    def process(self, inputVolume: vtkMRMLScalarVolumeNode,
+                brainMask: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, None] = None,
+                model: Optional[str] = None, device: str = "auto", threshold: str = "val",
+                importReconstruction: bool = True, showIn3D: bool = False, outputFolder: Optional[str] = None,
+                waitForCompletion: bool = True,
+                onProgress: Optional[Callable[[ProgressEvent], None]] = None,
+                onLog: Optional[Callable[[str], None]] = None,
+                onFinished: Optional[Callable[[Optional[SceneGlue.ImportedResults], str], None]] = None,
+                ) -> Optional[SceneGlue.ImportedResults]:
+        """Segment anomalies in ``inputVolume`` with ``anomalyseg segment`` and load the results.
+
+        The volume (and mask) are written to temporary files, the engine runs in a child process
+        (``--device``, ``--model``, ``--threshold`` as given) and its outputs are imported next to
+        the input. With ``waitForCompletion`` the call blocks and returns the results (raising
+        ``RuntimeError`` with the engine's message on failure); otherwise it returns at once and
+        ``onFinished(results or None, errorMessage)`` is called later from the Qt event loop.
+        ``outputFolder`` keeps the engine's files (default: temporary, removed after import).
+        """
+        if self.isRunning():
+            raise RuntimeError("an analysis is running already; cancel it or wait for it")
+        self.ensureDependencies()
+        workFolder = Path(tempfile.mkdtemp(prefix="AnomalySeg-", dir=slicer.app.temporaryPath))
+        try:
+            run = SegmentationRun(
+                inputVolume, workFolder, self.pythonExecutable, slicer.modules.volumes.logic(),
+                slicer.modules.segmentations.logic(), brainMask=brainMask, model=model, device=device,
+                threshold=threshold, importReconstruction=importReconstruction, showIn3D=showIn3D,
+                outputFolder=Path(outputFolder) if outputFolder else None, onProgress=onProgress, onLog=onLog,
+                processFactory=self.processFactory)
+            run.start(engineEnvironment(slicer.util.startupEnvironment()))
+        except Exception:
+            shutil.rmtree(workFolder, ignore_errors=True)
+            raise
+        self._run = run
+        if waitForCompletion:
+            run.wait()
+            results, error = run.finish()
+            if results is None:
+                raise RuntimeError(error or "cancelled")
+            return results
+        self._onFinished = onFinished
+        self._timer = qt.QTimer()
+        self._timer.setInterval(PROGRESS_POLL_MS)
+        self._timer.connect("timeout()", self._onTimer)
+        self._timer.start()
+        return None
+
+    def rethreshold(self, results: SceneGlue.ImportedResults, threshold: float) -> SceneGlue.AnomalyStatistics:
+        """Re-threshold the stored anomaly map (no network run); returns the new statistics."""
+        statistics = SceneGlue.thresholdAnomalyMap(results.anomalyMapNode, results.segmentationNode,
+                                                   results.segmentId, threshold)
+        results.statistics = statistics
+        return statistics
+
+    def _onTimer(self) -> None:
+        if self._run.poll():
+            return
+        self._timer.stop()
+        self._timer = None
+        try:
+            results, error = self._run.finish()
+        except Exception as exception:  # import failed: report it to the GUI instead of the event loop
+            logging.exception("AnomalySeg: importing results failed")
+            results, error = None, str(exception)
+        if self._onFinished:
+            self._onFinished(results, error)
+
+
+#
+# AnomalySegTest
+#
+
+
+class AnomalySegTest(ScriptedLoadableModuleTest):
+    """Runs the real pipeline on Slicer's MRBrainTumor1 sample (needs the engine's packages and a model).
+
+    Run it from the Python console: ``slicer.util.selectModule("AnomalySeg")`` then the module's
+    "Reload and Test" button (developer mode), or ``Slicer --no-main-window --python-code
+    "import AnomalySeg; AnomalySeg.AnomalySegTest().runTest(); exit()"``; see docs/slicer.md.
+    """
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_MRBrainTumor1()
+        self.setUp()
+        self.test_Cancel()
+
+    def _tumourVolume(self):
+        import SampleData
+
+        self.delayDisplay("Loading MRBrainTumor1 (Slicer sample data)")
+        return SampleData.downloadSample("MRBrainTumor1")
+
+    def test_MRBrainTumor1(self):
+        inputVolume = self._tumourVolume()
+        logic = AnomalySegLogic()
+        logic.installDependencies()
+        self.delayDisplay("Running anomalyseg segment (minutes on a CPU)")
+        events = []
+        results = logic.process(inputVolume, device="auto", onProgress=events.append, waitForCompletion=True)
+
+        self.assertEqual([e.event for e in events][0], "start")
+        self.assertEqual(events[-1].event, "done")
+        fractions = [e.fraction for e in events if e.fraction is not None]
+        self.assertEqual(fractions, sorted(fractions))
+        inputDimensions = inputVolume.GetImageData().GetDimensions()
+        self.assertEqual(results.anomalyMapNode.GetImageData().GetDimensions(), inputDimensions)
+        self.assertEqual(results.reconstructionNode.GetImageData().GetDimensions(), inputDimensions)
+        segment = results.segmentationNode.GetSegmentation().GetSegment(results.segmentId)
+        self.assertEqual(segment.GetName(), "Anomaly")
+        self.assertIn("SCT^4147007^Mass", segment.GetTerminology())
+        self.assertGreater(results.statistics.volumeMl, 0.0, "no anomaly found in a brain with a tumour")
+        composites = slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")
+        if slicer.app.layoutManager() is not None:  # with a main window there are slice views
+            self.assertGreater(len(composites), 0)
+        for composite in composites:
+            self.assertEqual(composite.GetForegroundVolumeID(), results.anomalyMapNode.GetID())
+            self.assertEqual(composite.GetBackgroundVolumeID(), inputVolume.GetID())
+
+        highest = float(results.anomalyMapNode.GetImageData().GetScalarRange()[1])
+        self.assertEqual(logic.rethreshold(results, highest).volumeMl, 0.0)
+        self.delayDisplay("MRBrainTumor1: anomaly {:.1f} ml in {} finding(s)".format(
+            results.statistics.volumeMl, results.statistics.findings))
+
+    def test_Cancel(self):
+        inputVolume = self._tumourVolume()
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        finished = []
+        logic = AnomalySegLogic()
+        logic.process(inputVolume, device="cpu", waitForCompletion=False,
+                      onFinished=lambda results, error: finished.append((results, error)))
+        self.assertTrue(logic.isRunning())
+        logic.cancel()
+        self.assertFalse(logic.isRunning())
+        while not finished:
+            slicer.app.processEvents()
+        self.assertEqual(finished, [(None, "")])
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+        self.delayDisplay("Cancel stops the engine and imports nothing")

@@ -1,0 +1,255 @@
+"""Putting the results of ``anomalyseg segment`` into a Slicer scene, and re-thresholding them.
+
+Only MRML, VTK, numpy and the engine are used (no Qt, no ``slicer.app``, no ``slicer.util`` functions
+that need the application's scene), so this runs inside Slicer and under ``slicer-core`` alike. The
+caller passes the module logics it has: in Slicer ``slicer.modules.volumes.logic()`` and
+``slicer.modules.segmentations.logic()``.
+
+Arrays from VTK images are ``[k, j, i]`` (slowest axis first), like SimpleITK's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from slicer.util import NodeModify
+from vtk.util import numpy_support
+
+from AnomalySegModuleLib.Results import ResultFiles
+
+#: A hot colour map that Slicer creates at start-up (no colour file needed).
+ANOMALY_MAP_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
+#: Foreground opacity of the anomaly map over the input in the slice views.
+ANOMALY_MAP_OPACITY = 0.6
+
+
+@dataclass(frozen=True)
+class AnomalyStatistics:
+    """What the results panel shows: the thresholded anomaly's volume and number of findings.
+
+    ``findings`` counts 26-connected components (the engine's definition); ``threshold`` is the
+    anomaly score above which a voxel belongs to the anomaly.
+    """
+
+    volumeMl: float
+    findings: int
+    threshold: float
+
+
+@dataclass
+class ImportedResults:
+    """The nodes one ``segment`` run added to the scene, next to ``inputVolume``."""
+
+    inputVolume: "slicer.vtkMRMLScalarVolumeNode"
+    reconstructionNode: "slicer.vtkMRMLScalarVolumeNode | None"
+    anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode"
+    segmentationNode: "slicer.vtkMRMLSegmentationNode"
+    segmentId: str
+    statistics: AnomalyStatistics
+
+
+def importResults(
+    files: ResultFiles,
+    inputVolume: "slicer.vtkMRMLScalarVolumeNode",
+    volumesLogic: "slicer.vtkSlicerVolumesLogic",
+    segmentationsLogic: "slicer.vtkSlicerSegmentationsModuleLogic",
+    threshold: float | None = None,
+    importReconstruction: bool = True,
+    showIn3D: bool = False,
+) -> ImportedResults:
+    """Load one case's outputs and show them on ``inputVolume``.
+
+    The reconstruction and the anomaly map become scalar volumes, the ``.seg.nrrd`` a segmentation
+    node whose segment gets the engine's name, colour and terminology and the input's geometry as
+    reference; all are placed next to the input in the subject hierarchy. The anomaly map is shown
+    as the foreground of every slice view over the input, with scores below ``threshold`` (the one
+    the engine used; read from the mask when ``None``) transparent.
+
+    Raises:
+        FileNotFoundError: an output file is missing.
+        RuntimeError: Slicer could not read a file, or the segmentation holds no segment.
+    """
+    missing = files.missing(("anomalyMap", "segmentation") + (("reconstruction",) if importReconstruction else ()))
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: output of 'anomalyseg segment' is missing")
+    baseName = inputVolume.GetName()
+    reconstructionNode = None
+    if importReconstruction:
+        reconstructionNode = _loadVolume(volumesLogic, files.reconstruction, f"{baseName} pseudo-healthy")
+        _showGreyscale(reconstructionNode, inputVolume)
+        placeNextTo(reconstructionNode, inputVolume)
+    anomalyMapNode = _loadVolume(volumesLogic, files.anomalyMap, f"{baseName} anomaly map")
+    placeNextTo(anomalyMapNode, inputVolume)
+
+    segmentationNode = segmentationsLogic.LoadSegmentationFromFile(str(files.segmentation), False,
+                                                                   f"{baseName} anomaly")
+    if segmentationNode is None:
+        raise RuntimeError(f"{files.segmentation}: Slicer could not read this segmentation")
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0:
+        raise RuntimeError(f"{files.segmentation}: the segmentation holds no segment")
+    segmentId = segmentation.GetNthSegmentID(0)
+    styleAnomalySegment(segmentationNode, segmentId)
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+    segmentationNode.CreateDefaultDisplayNodes()
+    if showIn3D:
+        segmentationNode.CreateClosedSurfaceRepresentation()
+    placeNextTo(segmentationNode, inputVolume)
+
+    if threshold is None:
+        threshold = thresholdOfMask(anomalyMapNode, segmentationNode, segmentId)
+    showAnomalyMap(inputVolume, anomalyMapNode, threshold)
+    statistics = anomalyStatistics(anomalyMapNode, segmentationNode, segmentId, threshold)
+    return ImportedResults(inputVolume, reconstructionNode, anomalyMapNode, segmentationNode, segmentId, statistics)
+
+
+def styleAnomalySegment(segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str) -> None:
+    """Give the segment the engine's name, colour and terminology (DESIGN.md §5)."""
+    from AnomalySegLib.io.segmentation_io import ANOMALY_SEGMENT
+
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    segment.SetName(ANOMALY_SEGMENT.name)
+    segment.SetColor(*ANOMALY_SEGMENT.color)
+    segment.SetTerminology(ANOMALY_SEGMENT.terminology.to_string())
+
+
+def placeNextTo(node: "slicer.vtkMRMLNode", referenceNode: "slicer.vtkMRMLNode") -> None:
+    """Put ``node`` under the same subject hierarchy parent (patient, study, folder) as ``referenceNode``."""
+    hierarchy = referenceNode.GetScene().GetSubjectHierarchyNode()
+    referenceItem = hierarchy.GetItemByDataNode(referenceNode)
+    parentItem = hierarchy.GetItemParent(referenceItem) if referenceItem else hierarchy.GetSceneItemID()
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, parentItem)
+    else:  # outside the Slicer application no subject hierarchy plugin creates items for new nodes
+        hierarchy.CreateItem(parentItem, node)
+
+
+def showAnomalyMap(inputVolume: "slicer.vtkMRMLScalarVolumeNode",
+                   anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode", transparentBelow: float,
+                   opacity: float = ANOMALY_MAP_OPACITY) -> None:
+    """Hot colour map, scores below ``transparentBelow`` transparent, as foreground over the input.
+
+    Every slice view of the scene (its slice composite node) shows ``inputVolume`` as background
+    and the anomaly map as foreground with ``opacity``.
+    """
+    if anomalyMapNode.GetDisplayNode() is None:
+        anomalyMapNode.CreateDefaultDisplayNodes()
+    display = anomalyMapNode.GetDisplayNode()
+    high = float(anomalyMapNode.GetImageData().GetScalarRange()[1])
+    low = min(float(transparentBelow), high)
+    with NodeModify(display):
+        display.SetAndObserveColorNodeID(ANOMALY_MAP_COLOR_NODE_ID)
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(low, high if high > low else low + 1e-6)
+        display.SetApplyThreshold(True)  # below the lower threshold a voxel is transparent in slice views
+        display.SetLowerThreshold(low)
+        display.SetUpperThreshold(max(high, low))
+    scene = inputVolume.GetScene()
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        with NodeModify(composite):
+            composite.SetBackgroundVolumeID(inputVolume.GetID())
+            composite.SetForegroundVolumeID(anomalyMapNode.GetID())
+            composite.SetForegroundOpacity(opacity)
+
+
+def thresholdAnomalyMap(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
+                        segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str,
+                        threshold: float) -> AnomalyStatistics:
+    """Replace the segment by the voxels whose anomaly score exceeds ``threshold`` (no network run).
+
+    This is what the sensitivity slider does; it also moves the transparency floor of the map.
+    """
+    scores = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(anomalyMapNode)
+    above = vtk.vtkImageThreshold()
+    above.SetInputData(scores)
+    # The engine's mask is "score > threshold"; for finite doubles that is ">= the next double up".
+    above.ThresholdByUpper(math.nextafter(float(threshold), math.inf))
+    above.SetInValue(1)
+    above.SetOutValue(0)
+    above.SetOutputScalarTypeToUnsignedChar()
+    above.Update()
+    mask = slicer.vtkOrientedImageData()
+    mask.ShallowCopy(above.GetOutput())
+    mask.CopyDirections(scores)
+    if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            mask, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE):
+        raise RuntimeError(f"could not update segment {segmentId} of {segmentationNode.GetName()}")
+    display = anomalyMapNode.GetDisplayNode()
+    if display is not None:
+        display.SetLowerThreshold(float(threshold))
+    return anomalyStatistics(anomalyMapNode, segmentationNode, segmentId, threshold)
+
+
+def segmentMaskOnGridOf(volumeNode: "slicer.vtkMRMLScalarVolumeNode",
+                        segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str) -> np.ndarray:
+    """The segment as a bool array ``[k, j, i]`` on the voxel grid of ``volumeNode``."""
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    reference = logic.CreateOrientedImageDataFromVolumeNode(volumeNode)
+    segmentImage = slicer.vtkOrientedImageData()
+    if not logic.GetSegmentBinaryLabelmapRepresentation(segmentationNode, segmentId, segmentImage):
+        raise RuntimeError(f"segment {segmentId} of {segmentationNode.GetName()} has no labelmap")
+    onGrid = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        segmentImage, reference, onGrid)
+    return _array(onGrid) > 0
+
+
+def anomalyStatistics(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
+                      segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str,
+                      threshold: float) -> AnomalyStatistics:
+    """Volume (ml) and number of findings of the segment, counted by the engine's own code."""
+    import SimpleITK as sitk
+
+    from AnomalySegLib.reporting.findings import summarize_findings
+
+    spacing = anomalyMapNode.GetSpacing()
+    mask = sitk.GetImageFromArray(segmentMaskOnGridOf(anomalyMapNode, segmentationNode, segmentId).astype(np.uint8))
+    scores = sitk.GetImageFromArray(_array(anomalyMapNode.GetImageData()).astype(np.float32))
+    for image in (mask, scores):
+        image.SetSpacing(spacing)
+    findings = summarize_findings(mask, scores)
+    return AnomalyStatistics(volumeMl=findings.volume_ml, findings=findings.components, threshold=float(threshold))
+
+
+def thresholdOfMask(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
+                    segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str) -> float:
+    """The largest threshold reproducing the segment from the map: just below its lowest score.
+
+    For results whose threshold was not reported; an empty segment gives the map's maximum.
+    """
+    scores = _array(anomalyMapNode.GetImageData())
+    inside = segmentMaskOnGridOf(anomalyMapNode, segmentationNode, segmentId)
+    lowest = float(scores[inside].min()) if inside.any() else float(scores.max())
+    return math.nextafter(lowest, -math.inf)
+
+
+def _loadVolume(volumesLogic, path: Path, name: str) -> "slicer.vtkMRMLScalarVolumeNode":
+    singleFile = 4  # loading option bit: read this file only, not a numbered series around it
+    node = volumesLogic.AddArchetypeScalarVolume(str(path), name, singleFile, None)
+    if node is None:
+        raise RuntimeError(f"{path}: Slicer could not read this volume")
+    return node
+
+
+def _showGreyscale(volumeNode, likeVolume) -> None:
+    """Grey colour map and the window/level of ``likeVolume`` (the reconstruction shares its intensities)."""
+    if volumeNode.GetDisplayNode() is None:
+        volumeNode.CreateDefaultDisplayNodes()
+    display, reference = volumeNode.GetDisplayNode(), likeVolume.GetDisplayNode()
+    display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+    if reference is not None and not reference.GetAutoWindowLevel():
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(reference.GetWindow(), reference.GetLevel())
+
+
+def _array(image: "vtk.vtkImageData") -> np.ndarray:
+    """The scalars of ``image`` as an array ``[k, j, i]`` (a view; copy before changing it)."""
+    i, j, k = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
