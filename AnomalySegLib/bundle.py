@@ -1,0 +1,236 @@
+"""The model bundle: everything a trained AnomalySeg model needs, in one folder, without pickle.
+
+Layout::
+
+    <bundle>/model.json               description (format, components, free-form sections)
+    <bundle>/<component>.safetensors  weights of each named component ("recon", "seg", ...)
+
+``model.json``::
+
+    {
+      "format": "anomalyseg-model-bundle",
+      "format_version": 1,
+      "components": {
+        "recon": {"architecture": {...}, "weights": "recon.safetensors",
+                  "sha256": "<hex>", "storage_dtype": "float32"},
+        ...
+      },
+      "preprocessing": {...}, "noise_levels": [250, 500, 750], "scoring": {...},
+      "metrics": {...}, "provenance": {...}            # free-form top-level sections
+    }
+
+Loading checks the format name and version and the sha256 of every weight file, and reads weights
+with ``safetensors`` only. Saving writes a temporary sibling folder and renames it into place, so a
+bundle on disk is always complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from AnomalySegLib.errors import ModelBundleError, OutputExistsError
+
+FORMAT_NAME = "anomalyseg-model-bundle"
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+DESCRIPTION_FILE = "model.json"
+RESERVED_KEYS = ("format", "format_version", "components")
+
+
+@dataclass
+class BundleComponent:
+    """One network of a bundle: its architecture config and its weights (a state dict)."""
+
+    architecture: dict
+    state_dict: dict[str, torch.Tensor]
+    sha256: str | None = None  # of the weight file as stored; set when saved or loaded
+
+
+@dataclass
+class ModelBundle:
+    """A model bundle in memory.
+
+    Attributes:
+        description: free-form top-level sections of ``model.json`` (``"preprocessing"``,
+            ``"noise_levels"``, ``"scoring"``, ``"metrics"``, ``"provenance"``, ...), JSON-serialisable.
+        components: named networks, e.g. ``"recon"`` (Stage I) and ``"seg"`` (Stage II).
+        path: the folder it was loaded from or saved to (``None`` for a new bundle).
+    """
+
+    description: dict = field(default_factory=dict)
+    components: dict[str, BundleComponent] = field(default_factory=dict)
+    path: Path | None = None
+
+    def add_component(
+        self, name: str, architecture: dict, state_dict: dict[str, torch.Tensor], replace: bool = False
+    ) -> None:
+        """Add (or with ``replace=True`` replace) the component ``name``; tensors are detached to CPU."""
+        if not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"component name must be alphanumeric (with - or _), not {name!r}")
+        if name in self.components and not replace:
+            raise ValueError(f"the bundle has a component {name!r} already")
+        weights = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
+        self.components[name] = BundleComponent(copy.deepcopy(architecture), weights)
+
+    def component(self, name: str) -> BundleComponent:
+        """The component ``name``; :class:`ModelBundleError` naming the bundle if it has none."""
+        if name not in self.components:
+            where = self.path if self.path is not None else "<unsaved bundle>"
+            raise ModelBundleError(
+                where, f"has no {name!r} component (it has: {', '.join(sorted(self.components)) or 'none'})"
+            )
+        return self.components[name]
+
+    def derive(self) -> ModelBundle:
+        """A copy to extend (e.g. Stage II: Stage I components + ``"seg"`` + ``"scoring"``)."""
+        return ModelBundle(
+            description=copy.deepcopy(self.description),
+            components={
+                name: BundleComponent(copy.deepcopy(c.architecture), dict(c.state_dict), c.sha256)
+                for name, c in self.components.items()
+            },
+        )
+
+
+def save_bundle(
+    bundle: ModelBundle, folder: str | Path, overwrite: bool = False, storage_dtype: torch.dtype | None = None
+) -> Path:
+    """Write ``bundle`` to ``folder`` atomically; returns the folder.
+
+    Args:
+        overwrite: replace an existing folder (otherwise :class:`OutputExistsError`).
+        storage_dtype: e.g. ``torch.float16`` to store floating-point weights at half size (loaded
+            back as stored; ``load_state_dict`` casts them into the model's dtype). ``None``: as they are.
+    """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise OutputExistsError(folder)
+    for key in RESERVED_KEYS:
+        if key in bundle.description:
+            raise ValueError(f"'{key}' is reserved in model.json; it cannot be a description section")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        described_components = {}
+        for name, component in bundle.components.items():
+            weights_name = f"{name}.safetensors"
+            tensors = {
+                key: value.to(storage_dtype) if storage_dtype is not None and value.is_floating_point() else value
+                for key, value in component.state_dict.items()
+            }
+            save_file(tensors, str(staging / weights_name), metadata={"component": name})
+            digest = _sha256(staging / weights_name)
+            component.sha256 = digest
+            dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()})
+            described_components[name] = {
+                "architecture": component.architecture,
+                "weights": weights_name,
+                "sha256": digest,
+                "storage_dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
+            }
+        description = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "components": described_components,
+            **bundle.description,
+        }
+        text = json.dumps(description, indent=2, sort_keys=False, allow_nan=False)
+        (staging / DESCRIPTION_FILE).write_text(text + "\n", encoding="utf-8")
+        _replace_folder(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    bundle.path = folder
+    return folder
+
+
+def load_bundle(folder: str | Path) -> ModelBundle:
+    """Read and verify a bundle folder.
+
+    Raises:
+        ModelBundleError: missing folder or ``model.json``, unknown format or version, a weight file
+            missing, tampered with (sha256 mismatch) or unreadable; the message names the file.
+    """
+    folder = Path(folder)
+    description_path = folder / DESCRIPTION_FILE
+    if not folder.is_dir():
+        raise ModelBundleError(folder, "is not a model bundle folder")
+    if not description_path.is_file():
+        raise ModelBundleError(description_path, "missing: the folder is not an AnomalySeg model bundle")
+    try:
+        description = json.loads(description_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelBundleError(description_path, f"is not valid JSON ({error})") from error
+    if not isinstance(description, dict) or description.get("format") != FORMAT_NAME:
+        raise ModelBundleError(description_path, f"is not an AnomalySeg model description (format != {FORMAT_NAME!r})")
+    version = description.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ModelBundleError(
+            description_path,
+            f"has bundle format version {version!r}, which this AnomalySeg does not know "
+            f"(it reads version {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); update AnomalySeg",
+        )
+    components: dict[str, BundleComponent] = {}
+    for name, entry in (description.get("components") or {}).items():
+        components[name] = _load_component(folder, description_path, name, entry)
+    sections = {key: value for key, value in description.items() if key not in RESERVED_KEYS}
+    return ModelBundle(description=sections, components=components, path=folder)
+
+
+def _load_component(folder: Path, description_path: Path, name: str, entry: dict) -> BundleComponent:
+    try:
+        weights_name, expected, architecture = entry["weights"], entry["sha256"], entry["architecture"]
+    except (KeyError, TypeError) as error:
+        raise ModelBundleError(description_path, f"component {name!r} lacks {error}") from error
+    weights_path = folder / weights_name
+    if Path(weights_name).name != weights_name or not weights_name.endswith(".safetensors"):
+        raise ModelBundleError(description_path, f"component {name!r}: weight file {weights_name!r} is not a "
+                               "plain .safetensors file name inside the bundle")
+    if not weights_path.is_file():
+        raise ModelBundleError(weights_path, f"missing (weights of component {name!r})")
+    actual = _sha256(weights_path)
+    if actual != expected:
+        raise ModelBundleError(
+            weights_path, f"checksum mismatch (sha256 {actual[:12]}…, model.json says {str(expected)[:12]}…): "
+            "the weight file was changed or damaged; refusing to load it",
+        )
+    try:
+        state_dict = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelBundleError(weights_path, f"cannot be read as safetensors ({error})") from error
+    return BundleComponent(architecture=architecture, state_dict=state_dict, sha256=actual)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _replace_folder(staging: Path, folder: Path) -> None:
+    """Move ``staging`` to ``folder``; an existing ``folder`` is swapped out first, then removed."""
+    if not folder.exists():
+        os.replace(staging, folder)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    os.rmdir(retired)
+    os.replace(folder, retired)
+    try:
+        os.replace(staging, folder)
+    except BaseException:
+        os.replace(retired, folder)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

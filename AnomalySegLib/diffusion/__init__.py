@@ -1,0 +1,1 @@
+"""Stage I diffusion: noise, schedule and one-pass pseudo-healthy reconstruction."""
