@@ -9,17 +9,27 @@ A preprocessed dataset is a folder with one sub-folder per case::
     <root>/<case_id>/preprocessing.json    the spec used and what each step did (e.g. mask source)
 
 Arrays are returned as SimpleITK gives them, ``[Z, Y, X]``: ``array[z]`` is one axial slice.
+:func:`write_case` writes a whole case folder atomically (a temporary sibling folder renamed into
+place), so a failure never leaves a half-written case behind.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from AnomalySegLib.errors import InputError
+from AnomalySegLib.errors import InputError, OutputExistsError
+
+if TYPE_CHECKING:
+    from AnomalySegLib.preprocessing.pipeline import PreprocessedCase
 
 IMAGE_FILE = "image.nii.gz"
 MASK_FILE = "mask.nii.gz"
@@ -73,3 +83,88 @@ def _read_array(path: Path) -> np.ndarray:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as error:
         raise InputError(path, f"cannot be read ({str(error).strip().splitlines()[-1]})") from error
+
+
+def read_transform(path: str | Path) -> sitk.Transform:
+    """The native ↔ model transform stored by :func:`write_case` (template → native points).
+
+    Raises:
+        InputError: missing or not an ITK transform file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "does not exist (expected an ITK transform file written by 'anomalyseg preprocess')")
+    try:
+        return sitk.ReadTransform(str(path))
+    except RuntimeError as error:
+        raise InputError(path, "is not a readable ITK transform file") from error
+
+
+def read_info(folder: str | Path) -> dict[str, Any]:
+    """The ``preprocessing.json`` of a case folder: ``{"spec": {...}, "info": {...}}``."""
+    path = Path(folder) / INFO_FILE
+    if not path.is_file():
+        raise InputError(path, "missing from the preprocessed case folder")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(path, f"is not valid JSON ({error})") from error
+
+
+def write_case(case: "PreprocessedCase", folder: str | Path, overwrite: bool = False) -> Path:
+    """Write ``case`` as the case folder ``folder`` (layout above), all or nothing.
+
+    The files are written into a temporary sibling folder that is renamed onto ``folder`` when
+    complete; an existing ``folder`` is replaced only with ``overwrite`` (and only after the new one
+    is complete).
+
+    Raises:
+        OutputExistsError: ``folder`` exists and ``overwrite`` is false.
+    """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise OutputExistsError(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        sitk.WriteImage(sitk.Cast(case.image, sitk.sitkFloat32), str(temp / IMAGE_FILE), True)
+        sitk.WriteImage(sitk.Cast(case.mask, sitk.sitkUInt8), str(temp / MASK_FILE), True)
+        if case.labels is not None:
+            sitk.WriteImage(sitk.Cast(case.labels, sitk.sitkUInt8), str(temp / LABELS_FILE), True)
+        sitk.WriteTransform(case.transform, str(temp / TRANSFORM_FILE))
+        document = {"spec": case.spec.to_dict(), "info": case.info}
+        (temp / INFO_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        temp.chmod(0o777 & ~_UMASK)  # mkdtemp makes the folder private (0o700)
+        _replace_folder(temp, folder, overwrite)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _replace_folder(new: Path, target: Path, overwrite: bool) -> None:
+    """Rename ``new`` onto ``target``; an existing target is moved aside first and removed after."""
+    if not target.exists():
+        new.rename(target)
+        return
+    if not overwrite:
+        raise OutputExistsError(target)
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old.rmdir()
+    target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# read once at import: os.umask can only be read by setting it, which is not thread-safe later
+_UMASK = _read_umask()
