@@ -1,0 +1,200 @@
+"""Calibration (``anomalyseg calibrate``): thresholds for binarising anomaly scores, stored in the bundle.
+
+- **Dice-optimal threshold**: the model scores every labelled validation volume; all their voxels are
+  pooled and the threshold maximising Dice over the pool is found by interval halving (the paper's
+  code; :func:`~AnomalySegLib.scoring.thresholds.bisection_dice_threshold`).
+- **Healthy-set thresholds**: on healthy volumes, the thresholds at which 1 %, 5 % and 10 % of in-brain
+  voxels would be flagged (voxel false-positive rates).
+
+Both go into the bundle's ``"scoring"`` section as ``"thresholds": {"val": t, "fpr1": t1, "fpr5": t5,
+"fpr10": t10}`` (the presets ``segment`` offers) together with what they were computed on
+(``"calibration"``), so anyone can check them: applying ``thresholds["val"]`` to the same validation
+set with the same model and seed reproduces ``calibration["validation_dice"]``. The optional removal of small components
+(``min_component_voxels``, off by default) is not part of the search: thresholds are chosen on voxels.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
+from AnomalySegLib.errors import InputError, OutputExistsError
+from AnomalySegLib.metrics import dice, volume_metrics
+from AnomalySegLib.preprocessing.case_folder import LABELS_FILE, ModelSpaceCase
+from AnomalySegLib.scoring.thresholds import bisection_dice_threshold, fpr_thresholds
+from AnomalySegLib.scoring.volume import SCORING_SECTION, AnomalyScorer
+from AnomalySegLib.training.seg_training import load_case_folder
+
+LOG = logging.getLogger(__name__)
+DEFAULT_FPR_RATES = (0.01, 0.05, 0.10)
+BISECTION_STEPS = 10
+VALIDATION_PRESET = "val"
+
+
+def fpr_preset(rate: float) -> str:
+    """The threshold preset name of a voxel false-positive rate: 0.01 → ``"fpr1"``, 0.1 → ``"fpr10"``."""
+    return f"fpr{rate * 100:g}"
+
+
+@dataclass
+class CalibrationResult:
+    """Thresholds and the evidence for them (JSON-ready via :meth:`to_scoring_entries`).
+
+    Attributes:
+        threshold: the Dice-optimal threshold on the pooled validation voxels.
+        validation_dice: Dice of ``AS > threshold`` over the pooled validation voxels.
+        validation_cases: ids of the labelled validation volumes.
+        per_case: per-volume metrics (⌈Dice⌉, Dice at ``threshold``, AUPRC, AUROC, FPR).
+        healthy_thresholds: ``{"fpr1": t, "fpr5": t, "fpr10": t}`` (voxel FPR in %), or empty without
+            healthy data.
+        healthy_cases: ids of the healthy volumes.
+        seed: Stage I noise seed used for scoring.
+    """
+
+    threshold: float
+    validation_dice: float
+    validation_cases: list[str]
+    per_case: dict[str, dict[str, float]]
+    healthy_thresholds: dict[str, float] = field(default_factory=dict)
+    healthy_cases: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def to_scoring_entries(self) -> dict:
+        """The keys this calibration writes into the bundle's ``"scoring"`` section."""
+        mean = {
+            key: float(np.nanmean([metrics[key] for metrics in self.per_case.values()]))
+            for key in ("best_dice", "dice", "auprc", "auroc")
+        }
+        return {
+            "thresholds": {VALIDATION_PRESET: self.threshold, **self.healthy_thresholds},
+            "calibration": {
+                "method": f"Dice-optimal threshold on pooled validation voxels, bisection ({BISECTION_STEPS} steps)",
+                "validation_dice": self.validation_dice,
+                "validation_cases": list(self.validation_cases),
+                "validation_mean": mean,
+                "per_case": self.per_case,
+                "healthy_cases": list(self.healthy_cases),
+                "healthy_method": "quantiles of in-brain voxel scores of healthy volumes (voxel FPR)",
+                "seed": self.seed,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+        }
+
+
+def calibrate(
+    scorer: AnomalyScorer,
+    validation_cases: Sequence[ModelSpaceCase],
+    healthy_cases: Sequence[ModelSpaceCase] = (),
+    rates: Sequence[float] = DEFAULT_FPR_RATES,
+    seed: int = 0,
+) -> CalibrationResult:
+    """Score the cases with ``scorer`` and derive the thresholds.
+
+    Args:
+        validation_cases: labelled volumes (each with ``labels``).
+        healthy_cases: healthy volumes for the FPR thresholds (optional).
+        rates: voxel false-positive rates for the healthy thresholds.
+        seed: Stage I noise seed (the same for every volume, as at inference).
+
+    Raises:
+        InputError: no validation case, or one without labels.
+    """
+    if not validation_cases:
+        raise InputError(None, "calibration needs at least one labelled validation case")
+    scores, truths = [], []
+    for case in validation_cases:
+        if case.labels is None:
+            raise InputError(case.case_id, f"has no {LABELS_FILE}: validation cases need ground truth")
+        LOG.info("scoring validation case %s", case.case_id)
+        scores.append(scorer.score(case.image, case.mask, seed=seed).anomaly_score)
+        truths.append(case.labels)
+    pooled_scores = np.concatenate([s.ravel() for s in scores])
+    pooled_truth = np.concatenate([t.ravel() for t in truths])
+    _, threshold = bisection_dice_threshold(pooled_scores, pooled_truth, steps=BISECTION_STEPS)
+    per_case = {
+        case.case_id: volume_metrics(score, case.labels, threshold, case.mask).to_dict()
+        for case, score in zip(validation_cases, scores)
+    }
+    healthy_thresholds: dict[str, float] = {}
+    if healthy_cases:
+        in_brain = []
+        for case in healthy_cases:
+            LOG.info("scoring healthy case %s", case.case_id)
+            result = scorer.score(case.image, case.mask, seed=seed)
+            in_brain.append(result.anomaly_score[result.mask])
+        thresholds = fpr_thresholds(np.concatenate(in_brain), tuple(rates))
+        healthy_thresholds = {fpr_preset(rate): value for rate, value in thresholds.items()}
+    return CalibrationResult(
+        threshold=threshold,
+        validation_dice=dice(pooled_scores > threshold, pooled_truth),
+        validation_cases=[case.case_id for case in validation_cases],
+        per_case=per_case,
+        healthy_thresholds=healthy_thresholds,
+        healthy_cases=[case.case_id for case in healthy_cases],
+        seed=seed,
+    )
+
+
+def apply_calibration(bundle: ModelBundle, result: CalibrationResult) -> ModelBundle:
+    """A copy of ``bundle`` whose ``"scoring"`` section carries the calibration."""
+    calibrated = bundle.derive()
+    section = dict(calibrated.description.get(SCORING_SECTION, {}))
+    section.update(result.to_scoring_entries())
+    calibrated.description[SCORING_SECTION] = section
+    return calibrated
+
+
+def calibrate_bundle(
+    model: str | Path,
+    validation: str | Path,
+    healthy: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
+    seed: int = 0,
+    rates: Sequence[float] = DEFAULT_FPR_RATES,
+) -> tuple[Path, CalibrationResult]:
+    """``anomalyseg calibrate``: calibrate the bundle ``model`` and write it (in place, or to ``out``).
+
+    Returns the written bundle folder and the result.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        InputError: bad case folders (e.g. validation cases without labels).
+        ModelBundleError: ``model`` is not a valid bundle.
+    """
+    target = Path(out) if out is not None else Path(model)
+    if out is not None and target.exists() and not overwrite:
+        raise OutputExistsError(target)
+    bundle = load_bundle(model)
+    validation_cases = load_case_folder(validation, need_labels=True)
+    healthy_cases = load_case_folder(healthy, need_labels=False) if healthy is not None else []
+    scorer = AnomalyScorer.from_bundle(bundle, device, precision)
+    result = calibrate(scorer, validation_cases, healthy_cases, rates, seed)
+    written = save_bundle(apply_calibration(bundle, result), target, overwrite=True if out is None else overwrite)
+    return written, result
+
+
+def describe(result: CalibrationResult) -> str:
+    """A few human-readable lines about a calibration."""
+    lines = [
+        f"threshold {result.threshold:.6g}: Dice {result.validation_dice:.4f} on the pooled voxels of "
+        f"{len(result.validation_cases)} validation volume(s)"
+    ]
+    for case_id, metrics in result.per_case.items():
+        lines.append(
+            f"  {case_id}: Dice {metrics['dice']:.4f}, best Dice {metrics['best_dice']:.4f}, "
+            f"AUPRC {metrics['auprc']:.4f}"
+        )
+    for preset, value in result.healthy_thresholds.items():
+        lines.append(f"healthy voxel FPR {preset.removeprefix('fpr')} %: threshold {value:.6g}")
+    return "\n".join(lines)
+
