@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 
-from AnomalySegLib import sample_data
+from AnomalySegLib import preprocessing, sample_data
+from AnomalySegLib.anomalies import SphereAnomalyGenerator
+from AnomalySegLib.bundle import save_bundle
+from AnomalySegLib.calibration import apply_calibration, calibrate
+from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
+from AnomalySegLib.preprocessing.pipeline import preprocess_file
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.resources import resources_dir
+from AnomalySegLib.scoring.volume import AnomalyScorer
+from AnomalySegLib.training.config import load_config
+from AnomalySegLib.training.recon_training import train_recon
+from AnomalySegLib.training.seg_training import train_seg
 
 # CI and developer machines have 2 cores; more threads only oversubscribe them.
 torch.set_num_threads(2)
@@ -25,3 +39,73 @@ def real_data() -> Callable[[str], Path]:
             pytest.fail(f"real test data unavailable: {error}")
 
     return get
+
+
+# Real healthy brains for training and testing the networks: skull-stripped (SRI24, ICBM 2009a) and
+# skull-on (Colin27, MRHead). Never the tumour cases.
+HEALTHY_VOLUMES = ("icbm2009a_t1_brain", "sri24_t1_brain", "colin27_t1", "mrhead")
+
+
+@pytest.fixture(scope="session")
+def healthy_cases(real_data) -> list[ModelSpaceCase]:
+    """Real healthy brains brought into model space by the real pipeline (arrays ``[50, 96, 96]``).
+
+    Preprocessing takes ~15 s per volume on 2 cores, so results are cached next to the fetched data,
+    keyed by the preprocessing spec and the source of the preprocessing and I/O code: any change
+    to either recomputes them.
+    """
+    spec = PreprocessingSpec()
+    key = _preprocessing_cache_key(spec)
+    cache = sample_data.cache_dir() / "model_space" / key
+    cases = []
+    for name in HEALTHY_VOLUMES:
+        stored = cache / f"{name}.npz"
+        if not stored.is_file():
+            image, mask, _ = preprocess_file(real_data(name), spec=spec).arrays()
+            cache.mkdir(parents=True, exist_ok=True)
+            partial = cache / f".{name}.partial.npz"
+            np.savez_compressed(partial, image=image, mask=mask)
+            partial.replace(stored)
+        with np.load(stored, allow_pickle=False) as arrays:
+            cases.append(ModelSpaceCase(name, arrays["image"], arrays["mask"], None))
+    return cases
+
+
+def _preprocessing_cache_key(spec: PreprocessingSpec) -> str:
+    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    package = Path(preprocessing.__file__).parent.parent
+    for source in sorted([*package.glob("preprocessing/*.py"), *package.glob("io/*.py")]):
+        digest.update(source.read_bytes())
+    for template_file in sorted((resources_dir() / "Templates").rglob("*.nii*")):
+        digest.update(template_file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, healthy_cases) -> Path:
+    """A complete, calibrated SADM bundle of tiny networks, trained briefly on the real healthy cases.
+
+    Good enough to exercise every path end to end (segment, Slicer import, evaluate); its accuracy is
+    not what these tests check. Calibrated on a healthy case with an inserted sphere (the validation
+    set) and on the healthy cases (the FPR presets).
+    """
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    recon_config = load_config("recon_tiny")
+    recon_config["training"].update(max_steps=40, checkpoint_every=40, validate_every=40)
+    recon_bundle, _ = train_recon(healthy_cases, recon_config, root / "recon.training", device="cpu",
+                                  progress=False, preprocessing=PreprocessingSpec().to_dict())
+    seg_config = load_config("seg_tiny")
+    seg_config["training"].update(max_steps=40, checkpoint_every=40, validate_every=40)
+    bundle, _ = train_seg(recon_bundle, healthy_cases, [], seg_config, root / "seg.training", device="cpu",
+                          progress=False)
+    generator = torch.Generator().manual_seed(0)
+    case = healthy_cases[0]
+    image = torch.from_numpy(case.image)[None, None]
+    mask = torch.from_numpy(case.mask)[None, None]
+    lesion = SphereAnomalyGenerator(radius_range=(5.0, 6.0))(image, mask, generator)
+    validation = ModelSpaceCase("sphere_case", lesion.images[0, 0].numpy(), case.mask,
+                                lesion.masks[0, 0].numpy() > 0)
+    scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
+    calibrated = apply_calibration(bundle, calibrate(scorer, [validation], healthy_cases[1:]))
+    calibrated.description["name"] = "tiny-test-model"
+    return save_bundle(calibrated, root / "bundle")

@@ -51,8 +51,9 @@ def render_qc_figure(
             base = planes[1] if name == "reconstruction" else planes[0]
             ax.imshow(base, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
             if name == "anomaly map":
-                overlay = np.ma.masked_less_equal(planes[2], threshold if threshold is not None else 0.0)
-                ax.imshow(overlay, cmap="hot", vmin=0.0, vmax=max(float(volumes[2].max()), 1e-6),
+                floor = threshold if threshold is not None else 0.0
+                overlay = np.ma.masked_less_equal(planes[2], floor)
+                ax.imshow(overlay, cmap="hot", vmin=floor, vmax=max(float(volumes[2].max()), floor + 1e-6),
                           alpha=0.7, aspect=aspect, interpolation="nearest")
             if name == "finding" and mask_plane.any():
                 ax.contour(mask_plane.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
