@@ -13,28 +13,17 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import SimpleITK as sitk
 
+from benchmark_report import BENCHMARKS, cpu_model, write_section
+
 from AnomalySegLib import sample_data
-from AnomalySegLib.io.atomic import atomic_write_text
 from AnomalySegLib.preprocessing.pipeline import preprocess_file
 from AnomalySegLib.preprocessing.template import load_template
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-BEGIN, END = "<!-- preprocess -->", "<!-- /preprocess -->"
+SECTION = "preprocess"
 TARGET_S = 30.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(case: str, runs: int) -> tuple[list[float], dict[str, list[float]], dict]:
@@ -57,7 +46,6 @@ def section(case: str, totals: list[float], steps: dict[str, list[float]], info:
     size = "×".join(map(str, info["native_geometry"]["size"]))
     median = statistics.median(totals)
     lines = [
-        BEGIN,
         "## Preprocessing (`benchmarks/preprocess.py`)",
         "",
         f"`preprocess_file` on {case} ({size} voxels) into the 96×96×50 model grid, {len(totals)} runs, "
@@ -76,19 +64,8 @@ def section(case: str, totals: list[float], steps: dict[str, list[float]], info:
         step_median = statistics.median(values)
         lines.append(f"| {step} | {step_median:.2f} | {100 * step_median / median:.0f} % |")
     lines += ["", f"Mask source: {info['mask_source']}; registration iterations (similarity, affine): "
-              f"{info['registration']['iterations']}.", END]
+              f"{info['registration']['iterations']}."]
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    current = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.is_file() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        before, rest = current.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        updated = before + text + after
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    atomic_write_text(BENCHMARKS, updated, overwrite=True)
 
 
 def main() -> None:
@@ -101,7 +78,7 @@ def main() -> None:
     text = section(args.case, totals, steps, info)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"written to {BENCHMARKS}")
 
 

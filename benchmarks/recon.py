@@ -15,19 +15,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchmark_report import BENCHMARKS, write_section
 
 from AnomalySegLib.device import describe
 from AnomalySegLib.diffusion.reconstruction import Reconstructor, build_network, reconstruct_volume
 from AnomalySegLib.diffusion.spec import ReconSpec
 from AnomalySegLib.training.config import load_config
 
-SECTION_START, SECTION_END = "<!-- recon -->", "<!-- /recon -->"
+SECTION = "recon"
 VOLUME_SLICES = 50
 PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}
 
@@ -88,7 +88,6 @@ def run(configs: list[str], devices: list[str], cpu_slices: int, repeats: int, c
 
 def markdown(rows: list[dict], note: str | None = None) -> str:
     lines = [
-        SECTION_START,
         "## Stage I reconstruction (`benchmarks/recon.py`)",
         "",
         f"Seconds per volume: {VOLUME_SLICES} slices of 96×96 × 3 noise levels (250, 500, 750), one network pass "
@@ -111,18 +110,7 @@ def markdown(rows: list[dict], note: str | None = None) -> str:
     if not any(row["peak_gib"] is not None for row in rows):
         lines += ["", "No GPU on the machine that ran this: GPU rows (fp32/bf16/fp16) appear when it runs where "
                   "CUDA is available. Target on an H100/H200-class GPU: `recon_paper` under 0.2 s per volume."]
-    lines.append(SECTION_END)
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the recon section of ``path`` (or append it; create the file if missing)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.DOTALL)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-    temporary.replace(path)
 
 
 def main() -> None:
@@ -133,7 +121,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--chunk", type=int, help="rows per network pass (default: from memory)")
     parser.add_argument("--threads", type=int, help="CPU threads")
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent.parent / "BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, default=BENCHMARKS)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--note", help="a sentence about the conditions, added to the section")
     args = parser.parse_args()
@@ -145,7 +133,7 @@ def main() -> None:
     section = markdown(rows, args.note)
     print(section)
     if not args.no_write:
-        write_section(args.output, section)
+        write_section(SECTION, section, args.output)
         print(f"written to {args.output}")
 
 

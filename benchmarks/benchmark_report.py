@@ -1,0 +1,45 @@
+"""Shared by the benchmark scripts: the machine's description and BENCHMARKS.md sections.
+
+Each script owns one section of BENCHMARKS.md, delimited by ``<!-- NAME -->`` and ``<!-- /NAME -->``,
+and replaces only that section (appending it the first time), atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from AnomalySegLib.io.atomic import atomic_write_text
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line naming the machine: cores, processor, load average when measured."""
+    return (f"{os.cpu_count()} CPU cores (`nproc`), {cpu_model()}, load average {os.getloadavg()[0]:.1f} "
+            f"at the start")
+
+
+def write_section(name: str, text: str, path: Path = BENCHMARKS) -> None:
+    """Replace the ``name`` section of ``path`` with ``text`` (which excludes the markers)."""
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    section = f"{begin}\n{text.strip()}\n{end}"
+    current = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    if begin in current and end in current:
+        before, rest = current.split(begin, 1)
+        updated = before + section + rest.split(end, 1)[1]
+    else:
+        updated = current.rstrip("\n") + "\n\n" + section + "\n"
+    atomic_write_text(path, updated, overwrite=True)
