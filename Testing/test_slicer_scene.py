@@ -3,7 +3,8 @@
 The results folder is made here from real data with the file names of the ``anomalyseg segment``
 contract: MRBrainTumor1 as the input and as the "reconstruction", its tumour label (value 9),
 smoothed, as the "anomaly map", the map above 0.5 as the mask and, written by the engine's
-segmentation writer, as the ``.seg.nrrd``. (Once ``segment`` exists, a real run replaces this.)
+segmentation writer, as the ``.seg.nrrd``: known inputs make the glue's checks exact. The last test
+imports a real ``segment`` run (a tiny trained model) through the module's own engine driver.
 What needs the Slicer application itself (widgets, dialogs, the subprocess under PythonSlicer) is
 covered by ``AnomalySegTest`` inside Slicer; see docs/slicer.md.
 """
@@ -32,6 +33,7 @@ from slicer_scene import build_scene  # noqa: E402
 TUMOUR_LABEL = 9
 THRESHOLD = 0.5
 CASE = "mrbraintumor1"
+CASE_OF_SCENE_VOLUME = "MRBrainTumor1"  # the module names the exported file after the node
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +251,42 @@ def test_a_failing_engine_run_reports_its_message_and_imports_nothing(results, t
     assert message and message == (run.errors[-1] if run.errors else "; ".join(logs[-3:]))
     assert not work.exists()
     assert app.scene.GetNumberOfNodes() == nodes_before
+
+
+def test_real_segment_run_through_the_module_driver_is_imported_onto_the_input(real_data, tiny_bundle, tmp_path):
+    """The module's own path: export the scene volume, run ``python -m AnomalySegLib segment`` in a
+    subprocess (PythonSlicer inside Slicer) with JSON progress, import what it wrote."""
+    app = build_scene()
+    input_volume = app.load_volume(real_data("mrbraintumor1"), "MRBrainTumor1")
+    work = tmp_path / "work"
+    work.mkdir()
+    kept = tmp_path / "kept"
+    events = []
+    run = SegmentationRun.SegmentationRun(input_volume, work, sys.executable, app.volumes_logic,
+                                          app.segmentations_logic, model=str(tiny_bundle), device="cpu",
+                                          outputFolder=kept, onProgress=events.append)
+    run.start()
+    run.wait()
+    result, message = run.finish()
+    assert message == "" and result is not None, message
+
+    assert {e.event for e in events} >= {"start", "progress", "case_done", "done"}
+    fractions = [e.fraction for e in events if e.fraction is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    for node in (result.reconstructionNode, result.anomalyMapNode):
+        assert node.GetImageData().GetDimensions() == input_volume.GetImageData().GetDimensions()
+        np.testing.assert_allclose(_ijk_to_ras(node), _ijk_to_ras(input_volume), atol=1e-4)
+    segment = result.segmentationNode.GetSegmentation().GetSegment(result.segmentId)
+    assert segment.GetName() == ANOMALY_SEGMENT.name
+    assert segment.GetTerminology() == ANOMALY_SEGMENT.terminology.to_string()
+    np.testing.assert_allclose(segment.GetColor(), ANOMALY_SEGMENT.color, atol=1e-6)
+
+    files = ResultFiles.inFolder(kept, CASE_OF_SCENE_VOLUME)
+    engine_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(files.anomalyMask))) > 0
+    np.testing.assert_array_equal(
+        SceneGlue.segmentMaskOnGridOf(input_volume, result.segmentationNode, result.segmentId), engine_mask)
+    voxel_ml = float(np.prod(input_volume.GetSpacing())) / 1000.0
+    assert result.statistics.volumeMl == pytest.approx(engine_mask.sum() * voxel_ml, rel=1e-9)
+    composite = app.scene.GetNthNodeByClass(0, "vtkMRMLSliceCompositeNode")
+    assert composite.GetForegroundVolumeID() == result.anomalyMapNode.GetID()
+    assert composite.GetBackgroundVolumeID() == input_volume.GetID()
