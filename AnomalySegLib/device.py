@@ -92,10 +92,11 @@ def describe(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    return f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)"
+    return f"CPU {cpu_model()} ({torch.get_num_threads()} threads)"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:

@@ -76,6 +76,16 @@ class SegmentationResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class PreparedCase:
+    """A case read and preprocessed, waiting for the networks: the native ``image``, the model-space
+    ``case`` and the seconds spent so far per stage."""
+
+    image: sitk.Image
+    case: PreprocessedCase
+    timings: dict[str, float]
+
+
 def default_model_path() -> Path:
     """The bundled default model folder, ``Resources/Models/default``."""
     return resources_dir() / "Models" / DEFAULT_MODEL_NAME
@@ -139,18 +149,37 @@ class AnomalySegmenter:
                                    f"has no calibrated threshold {request!r} (it has: {known})")
         return self.thresholds[request], request
 
-    def segment_file(self, image_path: str | Path, mask_path: str | Path | None = None,
-                     threshold: str | float = "val", progress: ProgressCallback | None = None) -> SegmentationResult:
-        """:meth:`segment` on files (NIfTI, NRRD, MHA, DICOM folder)."""
+    def prepare_file(self, image_path: str | Path, mask_path: str | Path | None = None,
+                     progress: ProgressCallback | None = None) -> PreparedCase:
+        """Read and preprocess one case from files (NIfTI, NRRD, MHA, DICOM folder); CPU work only."""
         start = time.perf_counter()
         _report(progress, "load", 0.0, f"reading {Path(image_path).name}")
         image = read_volume(image_path)
         mask = None if mask_path is None else read_volume(mask_path)
         _report(progress, "load", 1.0, "read")
         load_seconds = time.perf_counter() - start
-        result = self.segment(image, mask, threshold, image_path=image_path, mask_path=mask_path, progress=progress)
-        result.info["timings_s"] = {"load": load_seconds, **result.info["timings_s"]}
-        return result
+        prepared = self.prepare(image, mask, image_path=image_path, mask_path=mask_path, progress=progress)
+        prepared.timings = {"load": load_seconds, **prepared.timings}
+        return prepared
+
+    def prepare(self, image: sitk.Image, mask: sitk.Image | None = None, *, image_path: str | Path | None = None,
+                mask_path: str | Path | None = None, progress: ProgressCallback | None = None) -> PreparedCase:
+        """Preprocess one native volume into model space (CPU work only; a batch overlaps it with the GPU).
+
+        Raises:
+            InputError: the image or mask is unusable (names the file and the problem).
+        """
+        start = time.perf_counter()
+        _report(progress, "preprocess", 0.0, "registration to the template, bias correction")
+        case = preprocess_image(image, mask, self.spec, image_path=image_path, mask_path=mask_path)
+        _report(progress, "preprocess", 1.0, f"brain mask from {case.info['mask_source']}")
+        return PreparedCase(image, case, {"preprocess": time.perf_counter() - start})
+
+    def segment_file(self, image_path: str | Path, mask_path: str | Path | None = None,
+                     threshold: str | float = "val", progress: ProgressCallback | None = None) -> SegmentationResult:
+        """:meth:`segment` on files (NIfTI, NRRD, MHA, DICOM folder)."""
+        resolved = self.resolve_threshold(threshold)  # an unknown preset fails before any work
+        return self.finish(self.prepare_file(image_path, mask_path, progress), resolved, progress)
 
     def segment(self, image: sitk.Image, mask: sitk.Image | None = None, threshold: str | float = "val", *,
                 image_path: str | Path | None = None, mask_path: str | Path | None = None,
@@ -161,15 +190,18 @@ class AnomalySegmenter:
             InputError: the image or mask is unusable (names the file and the problem).
             ModelBundleError: ``threshold`` names a preset the model does not have.
         """
-        threshold_value, threshold_source = self.resolve_threshold(threshold)
-        timings: dict[str, float] = {}
+        resolved = self.resolve_threshold(threshold)
+        prepared = self.prepare(image, mask, image_path=image_path, mask_path=mask_path, progress=progress)
+        return self.finish(prepared, resolved, progress)
 
-        start = time.perf_counter()
-        _report(progress, "preprocess", 0.0, "registration to the template, bias correction")
-        case = preprocess_image(image, mask, self.spec, image_path=image_path, mask_path=mask_path)
-        timings["preprocess"] = time.perf_counter() - start
-        _report(progress, "preprocess", 1.0, f"brain mask from {case.info['mask_source']}")
+    def finish(self, prepared: PreparedCase, threshold: tuple[float, str],
+               progress: ProgressCallback | None = None) -> SegmentationResult:
+        """Networks, scoring and the way back to the native grid for a prepared case.
 
+        ``threshold`` is ``(value, source)`` as :meth:`resolve_threshold` returns it.
+        """
+        threshold_value, threshold_source = threshold
+        image, case, timings = prepared.image, prepared.case, dict(prepared.timings)
         model_image, model_mask, _ = case.arrays()
         scores = self._score(model_image, model_mask, progress)
         timings["reconstruct"] = scores.timings_s["reconstruction"]

@@ -21,6 +21,9 @@ from PIL import Image
 
 from AnomalySegLib.bundle import load_bundle, save_bundle
 from AnomalySegLib.cli import main
+from AnomalySegLib.commands.segment import Prefetcher
+from AnomalySegLib.errors import InputError
+from AnomalySegLib.io.case_inputs import CaseInput
 from AnomalySegLib.io.segmentation_io import ANOMALY_SEGMENT
 from AnomalySegLib.pipeline import AnomalySegmenter
 from AnomalySegLib.progress import parse_progress_line
@@ -172,3 +175,19 @@ def test_python_api_rethresholds_consistently(batch_run, tiny_bundle, real_data)
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(batch_run["out"] / f"{CASE}_anomaly_map.nii.gz")))
     assert np.allclose(sitk.GetArrayViewFromImage(strict.anomaly_map), written, atol=1e-5)  # same seed, same map
     assert strict.findings.volume_ml <= json.loads((batch_run["out"] / f"{CASE}_result.json").read_text())["volume_ml"]
+
+
+def test_prefetcher_prepares_the_next_case_and_reports_its_errors_when_taken(tiny_bundle, real_data, tmp_path):
+    """The GPU batch path (preprocessing in a thread while the networks run), exercised on the CPU."""
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a volume")
+    cases = [CaseInput("kmeans", real_data("itk_kmeans_t1")), CaseInput("broken", broken)]
+    segmenter = AnomalySegmenter(tiny_bundle, device="cpu")
+    prefetcher = Prefetcher(segmenter, cases, masks={})
+    try:
+        prepared = prefetcher.take(cases[0])
+        assert prepared.case.image.GetSize() == (96, 96, 50) and prepared.timings["preprocess"] > 0
+        with pytest.raises(InputError, match="broken.nii.gz"):
+            prefetcher.take(cases[1])
+    finally:
+        prefetcher.close()

@@ -7,23 +7,12 @@ and replaces only that section (appending it the first time), atomically.
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
+from AnomalySegLib.device import cpu_model
 from AnomalySegLib.io.atomic import atomic_write_text
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-
-
-def cpu_model() -> str:
-    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:

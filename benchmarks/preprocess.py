@@ -16,9 +16,10 @@ import time
 
 import SimpleITK as sitk
 
-from benchmark_report import BENCHMARKS, cpu_model, write_section
+from benchmark_report import BENCHMARKS, write_section
 
 from AnomalySegLib import sample_data
+from AnomalySegLib.device import cpu_model
 from AnomalySegLib.preprocessing.pipeline import preprocess_file
 from AnomalySegLib.preprocessing.template import load_template
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from AnomalySegLib.device import set_cpu_threads
-from AnomalySegLib.training.config import available_configs, load_config
+from AnomalySegLib.training.cli_options import add_training_arguments, config_with_overrides
 from AnomalySegLib.training.recon_training import train_recon_from_folder
 
 
@@ -20,34 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume. Several GPUs: torchrun --nproc-per-node N -m AnomalySegLib train-recon ...",
     )
     parser.add_argument("--data", type=Path, required=True, help="folder of preprocessed healthy cases")
-    parser.add_argument("--out", type=Path, required=True, help="model bundle folder to write")
-    parser.add_argument(
-        "--config",
-        default="recon_cpu",
-        help=f"bundled config ({', '.join(c for c in available_configs() if c.startswith('recon'))}) "
-        "or a JSON file (default: %(default)s)",
-    )
-    parser.add_argument("--work-dir", type=Path, help="checkpoints and logs (default: OUT.training)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in the work folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
-    parser.add_argument("--max-steps", type=int, help="override the config's number of steps")
-    parser.add_argument("--batch-size", type=int, help="override the config's batch size")
-    parser.add_argument("--seed", type=int, help="override the config's seed")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="override autocast precision")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_arguments(parser, config_prefix="recon", default_config="recon_cpu")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     set_cpu_threads(args.threads)
-    config = load_config(args.config)
-    training = config.setdefault("training", {})
-    for key, value in (("max_steps", args.max_steps), ("batch_size", args.batch_size), ("seed", args.seed),
-                       ("precision", args.precision)):
-        if value is not None:
-            training[key] = value
+    config = config_with_overrides(args)
     bundle = train_recon_from_folder(
         args.data,
         args.out,

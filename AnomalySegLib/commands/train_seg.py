@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from AnomalySegLib.device import set_cpu_threads
-from AnomalySegLib.training.config import available_configs, load_config
+from AnomalySegLib.training.cli_options import add_training_arguments, config_with_overrides
 from AnomalySegLib.training.seg_training import train_seg_from_folders
 
 
@@ -29,38 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of each batch from healthy cases with synthetic anomalies when both --healthy and "
         "--labels are given (default: the config's)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="model bundle folder to write")
-    parser.add_argument(
-        "--config", default="seg_cpu",
-        help=f"bundled config ({', '.join(c for c in available_configs() if c.startswith('seg'))}) "
-        "or a JSON file (default: %(default)s)",
-    )
-    parser.add_argument("--work-dir", type=Path, help="checkpoints and logs (default: OUT.training)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in the work folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
-    parser.add_argument("--max-steps", type=int, help="override the config's number of steps")
-    parser.add_argument("--batch-size", type=int, help="override the config's batch size")
     parser.add_argument("--dice-weight", type=float, help="override the config's Dice-loss weight (0: BCE only)")
-    parser.add_argument("--seed", type=int, help="override the config's seed")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="override autocast precision")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_arguments(parser, config_prefix="seg", default_config="seg_cpu")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     set_cpu_threads(args.threads)
-    config = load_config(args.config)
-    training = config.setdefault("training", {})
-    overrides = (
-        ("max_steps", args.max_steps), ("batch_size", args.batch_size), ("seed", args.seed),
-        ("precision", args.precision), ("dice_weight", args.dice_weight),
-        ("synthetic_fraction", args.synthetic_fraction),
-    )
-    for key, value in overrides:
-        if value is not None:
-            training[key] = value
+    config = config_with_overrides(args, extra_overrides=("dice_weight", "synthetic_fraction"))
     bundle = train_seg_from_folders(
         args.recon, args.healthy, args.labels, args.out, config,
         work_dir=args.work_dir, resume=args.resume, overwrite=args.overwrite,

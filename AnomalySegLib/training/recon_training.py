@@ -48,7 +48,8 @@ from AnomalySegLib.preprocessing.case_folder import INFO_FILE, ModelSpaceCase, l
 from AnomalySegLib.training.augment import AugmentationSpec, SliceAugmenter
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
 from AnomalySegLib.training.distributed import DistributedContext, init_distributed, shutdown
-from AnomalySegLib.training.loop import LoopSettings, Trainer, TrainingOutcome
+from AnomalySegLib.training.loop import Trainer, TrainingOutcome
+from AnomalySegLib.training.settings import TrainingSettings
 from AnomalySegLib.training.slices import SliceBatch, SliceSampler
 
 LOG = logging.getLogger(__name__)
@@ -56,50 +57,11 @@ VALIDATION_SEED = 1234
 
 
 @dataclass(frozen=True)
-class ReconTrainingSettings:
-    """The ``"training"`` section of a configuration (see the module docstring)."""
+class ReconTrainingSettings(TrainingSettings):
+    """The ``"training"`` section of a Stage I configuration (see the module docstring)."""
 
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
     max_steps: int = 50_000
-    ema_decay: float = 0.999
-    grad_clip: float | None = 1.0
-    precision: str = "auto"
-    checkpoint_every: int = 1000
-    validate_every: int = 1000
-    log_every: int = 20
-    seed: int = 0
-    min_brain_fraction: float = 0.05
-    validation_cases: int = 1
-    validation_max_slices: int = 64
     augmentation: AugmentationSpec | None = AugmentationSpec()
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ReconTrainingSettings:
-        values = dict(values)
-        if values.get("augmentation") is not None:
-            values["augmentation"] = AugmentationSpec.from_dict(values["augmentation"])
-        elif "augmentation" in values:
-            values["augmentation"] = None
-        settings = cls(**values)
-        if settings.optimizer not in ("adamw", "adam"):
-            raise ValueError(f"optimizer must be 'adamw' or 'adam', not {settings.optimizer!r}")
-        return settings
-
-    def loop_settings(self, progress: bool) -> LoopSettings:
-        return LoopSettings(
-            max_steps=self.max_steps,
-            precision=self.precision,
-            grad_clip=self.grad_clip,
-            ema_decay=self.ema_decay,
-            checkpoint_every=self.checkpoint_every,
-            validate_every=self.validate_every,
-            log_every=self.log_every,
-            seed=self.seed,
-            progress=progress,
-        )
 
 
 def parse_config(config: dict) -> tuple[ReconSpec, ReconTrainingSettings, tuple[int, ...]]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 import logging
 import platform
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -43,11 +43,12 @@ from AnomalySegLib.networks.seg_unet import SegUnet, SegUnetConfig
 from AnomalySegLib.preprocessing.case_folder import LABELS_FILE, ModelSpaceCase, list_cases, load_case
 from AnomalySegLib.scoring.anomaly_score import ScoringConfig
 from AnomalySegLib.scoring.volume import SCORING_SECTION, SEG_COMPONENT
-from AnomalySegLib.training.augment import AugmentationSpec, SliceAugmenter
+from AnomalySegLib.training.augment import SliceAugmenter
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
 from AnomalySegLib.training.distributed import DistributedContext, init_distributed, shutdown
-from AnomalySegLib.training.loop import LoopSettings, Trainer, TrainingOutcome
+from AnomalySegLib.training.loop import Trainer, TrainingOutcome
 from AnomalySegLib.training.recon_training import split_cases
+from AnomalySegLib.training.settings import TrainingSettings
 from AnomalySegLib.training.slices import SliceSampler
 
 LOG = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ VALIDATION_SEED = 4321
 
 
 @dataclass(frozen=True)
-class SegTrainingSettings:
+class SegTrainingSettings(TrainingSettings):
     """The ``"training"`` section of a Stage II configuration (see the module docstring).
 
     Attributes:
@@ -68,60 +69,26 @@ class SegTrainingSettings:
         validation_max_slices: validation slices per source (spread evenly over the held-out cases).
     """
 
-    batch_size: int = 32
-    learning_rate: float = 1e-4
     optimizer: str = "adam"
-    weight_decay: float = 0.0
-    max_steps: int = 20_000
-    ema_decay: float = 0.999
-    grad_clip: float | None = 1.0
-    precision: str = "auto"
-    checkpoint_every: int = 1000
-    validate_every: int = 1000
     log_every: int = 10
-    seed: int = 0
-    min_brain_fraction: float = 0.05
     dice_weight: float = 0.0
     synthetic_fraction: float = 1.0
     timestep_range: tuple[int, int] = (0, 1000)
-    validation_cases: int = 1
     validation_fraction: float = 0.1
-    validation_max_slices: int = 64
-    augmentation: AugmentationSpec | None = None
 
     @classmethod
-    def from_dict(cls, values: dict) -> SegTrainingSettings:
-        values = dict(values)
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
-        if values.get("augmentation") is not None:
-            values["augmentation"] = AugmentationSpec.from_dict(values["augmentation"])
+    def _converted(cls, values: dict) -> dict:
         if "timestep_range" in values:
             values["timestep_range"] = tuple(int(t) for t in values["timestep_range"])
-        settings = cls(**values)
-        if settings.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', not {settings.optimizer!r}")
-        if not 0.0 <= settings.synthetic_fraction <= 1.0:
-            raise ValueError(f"synthetic_fraction must be in [0, 1], got {settings.synthetic_fraction}")
-        low, high = settings.timestep_range
-        if not 0 <= low < high:
-            raise ValueError(f"timestep_range must be [low, high) with 0 <= low < high, got {settings.timestep_range}")
-        return settings
+        return values
 
-    def loop_settings(self, progress: bool) -> LoopSettings:
-        return LoopSettings(
-            max_steps=self.max_steps,
-            precision=self.precision,
-            grad_clip=self.grad_clip,
-            ema_decay=self.ema_decay,
-            checkpoint_every=self.checkpoint_every,
-            validate_every=self.validate_every,
-            log_every=self.log_every,
-            seed=self.seed,
-            progress=progress,
-        )
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.synthetic_fraction <= 1.0:
+            raise ValueError(f"synthetic_fraction must be in [0, 1], got {self.synthetic_fraction}")
+        low, high = self.timestep_range
+        if not 0 <= low < high:
+            raise ValueError(f"timestep_range must be [low, high) with 0 <= low < high, got {self.timestep_range}")
 
 
 @dataclass(frozen=True)

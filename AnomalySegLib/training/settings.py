@@ -1,0 +1,90 @@
+"""The ``"training"`` section of a configuration: what every training task shares.
+
+Stage I and Stage II subclass :class:`TrainingSettings` with their own defaults and extra fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from AnomalySegLib.training.augment import AugmentationSpec
+from AnomalySegLib.training.loop import LoopSettings
+
+OPTIMIZERS = ("adamw", "adam")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation, loop and data-sampling settings of a training run.
+
+    Attributes:
+        batch_size: slices per step (per process under ``torchrun``).
+        learning_rate, optimizer, weight_decay: AdamW/Adam settings.
+        max_steps: optimisation steps of the run.
+        ema_decay: decay of the exponential moving average of the weights (the saved model).
+        grad_clip: gradient-norm clipping (``None``: off).
+        precision: ``auto``/``fp32``/``bf16``/``fp16`` autocast (see :mod:`AnomalySegLib.device`).
+        checkpoint_every, validate_every, log_every: in steps.
+        seed: seeds initial weights and every random draw (with the step and rank).
+        min_brain_fraction: slices with less brain than this share of pixels are not sampled.
+        validation_cases: (healthy) cases held out for validation.
+        validation_max_slices: validation slices per source.
+        augmentation: intensity/artefact augmentation (``None``: off).
+    """
+
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    max_steps: int = 20_000
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    precision: str = "auto"
+    checkpoint_every: int = 1000
+    validate_every: int = 1000
+    log_every: int = 20
+    seed: int = 0
+    min_brain_fraction: float = 0.05
+    validation_cases: int = 1
+    validation_max_slices: int = 64
+    augmentation: AugmentationSpec | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Settings from a config's ``"training"`` dict; missing keys take the defaults.
+
+        Raises:
+            ValueError: an unknown key or an invalid value.
+        """
+        values = dict(values)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        if values.get("augmentation") is not None:
+            values["augmentation"] = AugmentationSpec.from_dict(values["augmentation"])
+        settings = cls(**cls._converted(values))
+        settings.validate()
+        return settings
+
+    @classmethod
+    def _converted(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Hook for subclasses: JSON values → field types (e.g. lists → tuples)."""
+        return values
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+
+    def loop_settings(self, progress: bool) -> LoopSettings:
+        return LoopSettings(
+            max_steps=self.max_steps,
+            precision=self.precision,
+            grad_clip=self.grad_clip,
+            ema_decay=self.ema_decay,
+            checkpoint_every=self.checkpoint_every,
+            validate_every=self.validate_every,
+            log_every=self.log_every,
+            seed=self.seed,
+            progress=progress,
+        )

