@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from AnomalySegLib.errors import ModelBundleError, OutputExistsError
+from AnomalySegLib.io.atomic import apply_default_permissions
 
 FORMAT_NAME = "anomalyseg-model-bundle"
 FORMAT_VERSION = 1
@@ -147,6 +148,8 @@ def save_bundle(
         }
         text = json.dumps(description, indent=2, sort_keys=False, allow_nan=False)
         (staging / DESCRIPTION_FILE).write_text(text + "\n", encoding="utf-8")
+        for path in [staging, *staging.iterdir()]:
+            apply_default_permissions(path)
         _replace_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

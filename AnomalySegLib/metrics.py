@@ -3,7 +3,8 @@
 ⌈Dice⌉ is the best Dice any single threshold achieves on a volume (an oracle threshold). The paper's
 code approximates it by interval halving; here it is computed exactly from the sorted scores (every
 distinct score is a candidate threshold), so it is an upper bound of the code's value. AUPRC
-(average precision) and AUROC come from scikit-learn.
+(average precision) and AUROC come from scikit-learn. Lesion-wise detection uses SciPy's connected
+components (26-connected, as lesions touching at a corner are one lesion in 3D).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy import ndimage
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -75,9 +77,65 @@ def voxel_fpr(prediction: np.ndarray, truth: np.ndarray, region: np.ndarray | No
     return float("nan") if count == 0 else int(np.count_nonzero(prediction & negatives)) / count
 
 
+def pr_curve(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall over all thresholds (scikit-learn); two empty arrays when ``truth`` is empty."""
+    truth = np.asarray(truth, dtype=bool).ravel()
+    if not truth.any():
+        return np.empty(0), np.empty(0)
+    precision, recall, _ = precision_recall_curve(truth, np.asarray(scores, dtype=np.float64).ravel())
+    return precision, recall
+
+
+@dataclass(frozen=True)
+class LesionDetection:
+    """Lesion-wise counts: ground-truth components hit by the prediction, and predicted components
+    touching no ground truth (false-positive findings)."""
+
+    lesions: int
+    detected: int
+    false_positive_components: int
+
+    @property
+    def detection_rate(self) -> float:
+        """detected / lesions; NaN without lesions."""
+        return float("nan") if self.lesions == 0 else self.detected / self.lesions
+
+
+def lesion_detection(prediction: np.ndarray, truth: np.ndarray, min_overlap_voxels: int = 1) -> LesionDetection:
+    """Count 26-connected lesions of ``truth`` overlapped by at least ``min_overlap_voxels`` predicted voxels.
+
+    Args:
+        prediction: boolean ``[Z, Y, X]``.
+        truth: boolean ``[Z, Y, X]``.
+        min_overlap_voxels: predicted voxels a lesion needs to count as detected.
+    """
+    prediction = np.asarray(prediction, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    structure = np.ones((3,) * truth.ndim, dtype=bool)
+    lesion_labels, lesions = ndimage.label(truth, structure)
+    hits = np.bincount(lesion_labels[prediction].ravel(), minlength=lesions + 1)[1:]
+    found_labels, found = ndimage.label(prediction, structure)
+    touching = np.unique(found_labels[truth & prediction])
+    false_positives = found - int(np.count_nonzero(touching))
+    return LesionDetection(int(lesions), int(np.count_nonzero(hits >= min_overlap_voxels)), int(false_positives))
+
+
+def volume_error(prediction: np.ndarray, truth: np.ndarray, voxel_ml: float = 1.0) -> tuple[float, float]:
+    """Predicted minus true volume, absolute (``voxel_ml`` × voxels, ml) and relative to the true volume.
+
+    Returns:
+        ``(difference_ml, relative)``; ``relative`` is NaN when ``truth`` is empty.
+    """
+    predicted = int(np.count_nonzero(prediction))
+    true = int(np.count_nonzero(truth))
+    relative = float("nan") if true == 0 else (predicted - true) / true
+    return (predicted - true) * voxel_ml, relative
+
+
 @dataclass(frozen=True)
 class VolumeMetrics:
-    """Metrics of one volume. ``dice`` and ``fpr`` are NaN when no threshold was given."""
+    """Metrics of one volume. The metrics at a threshold (``dice`` to ``volume_error_relative``) are NaN
+    when no threshold was given; volumes are in ml."""
 
     best_dice: float
     best_threshold: float
@@ -85,6 +143,11 @@ class VolumeMetrics:
     auroc: float
     dice: float
     fpr: float
+    detection_rate: float = float("nan")
+    false_positive_components: float = float("nan")
+    true_volume_ml: float = float("nan")
+    volume_error_ml: float = float("nan")
+    volume_error_relative: float = float("nan")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -95,19 +158,33 @@ def volume_metrics(
     truth: np.ndarray,
     threshold: float | None = None,
     brain_mask: np.ndarray | None = None,
+    voxel_ml: float = 0.008,
 ) -> VolumeMetrics:
     """The paper's per-volume metrics over all voxels of the grid (scores are 0 outside the brain).
 
     Args:
         scores: anomaly score ``[Z, Y, X]``.
         truth: ground truth, same shape.
-        threshold: a calibrated threshold for ``dice`` and ``fpr`` (e.g. the bundle's).
+        threshold: a calibrated threshold for the metrics of ``scores > threshold`` (e.g. the bundle's).
         brain_mask: restricts the FPR's negatives to the brain.
+        voxel_ml: volume of one voxel in ml (default: the model grid's 2 mm voxels, 0.008 ml).
     """
+    truth = np.asarray(truth, dtype=bool)
     best, best_threshold = best_dice(scores, truth)
+    true_volume = int(np.count_nonzero(truth)) * voxel_ml
+    ranking = (best, best_threshold, auprc(scores, truth), auroc(scores, truth))
     if threshold is None:
-        at_threshold, fpr = float("nan"), float("nan")
-    else:
-        at_threshold = dice(np.asarray(scores) > threshold, truth)
-        fpr = voxel_fpr(np.asarray(scores) > threshold, truth, brain_mask)
-    return VolumeMetrics(best, best_threshold, auprc(scores, truth), auroc(scores, truth), at_threshold, fpr)
+        return VolumeMetrics(*ranking, float("nan"), float("nan"), true_volume_ml=true_volume)
+    prediction = np.asarray(scores) > threshold
+    detection = lesion_detection(prediction, truth)
+    difference_ml, relative = volume_error(prediction, truth, voxel_ml)
+    return VolumeMetrics(
+        *ranking,
+        dice=dice(prediction, truth),
+        fpr=voxel_fpr(prediction, truth, brain_mask),
+        detection_rate=detection.detection_rate,
+        false_positive_components=float(detection.false_positive_components),
+        true_volume_ml=true_volume,
+        volume_error_ml=difference_ml,
+        volume_error_relative=relative,
+    )

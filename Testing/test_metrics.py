@@ -7,7 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from AnomalySegLib.metrics import auprc, auroc, best_dice, dice, voxel_fpr, volume_metrics
+import torch
+from monai.metrics import compute_dice, compute_roc_auc, get_confusion_matrix
+from sklearn.metrics import precision_recall_curve
+
+from AnomalySegLib.metrics import (
+    auprc,
+    auroc,
+    best_dice,
+    dice,
+    lesion_detection,
+    pr_curve,
+    volume_error,
+    volume_metrics,
+    voxel_fpr,
+)
 
 
 def test_dice_hand_checked():
@@ -70,4 +84,72 @@ def test_volume_metrics():
     assert result.auroc == pytest.approx(1.0) and result.auprc == pytest.approx(1.0)
     assert result.best_dice == 1.0
     assert math.isnan(volume_metrics(scores, truth).dice)
-    assert set(result.to_dict()) == {"best_dice", "best_threshold", "auprc", "auroc", "dice", "fpr"}
+    assert result.detection_rate == 1.0 and result.false_positive_components == 0
+    assert result.true_volume_ml == pytest.approx(32 * 0.008)
+    assert result.volume_error_ml == pytest.approx((np.count_nonzero(scores > 0.55) - 32) * 0.008)
+    assert set(result.to_dict()) == {
+        "best_dice", "best_threshold", "auprc", "auroc", "dice", "fpr", "detection_rate",
+        "false_positive_components", "true_volume_ml", "volume_error_ml", "volume_error_relative",
+    }
+
+
+def test_lesion_detection_hand_checked():
+    truth = np.zeros((5, 10, 10), dtype=bool)
+    truth[1, 1:3, 1:3] = True  # lesion A
+    truth[2, 3, 3] = True  # touches A at a corner: the same 26-connected lesion
+    truth[3, 7:9, 7:9] = True  # lesion B
+    truth[0, 8, 1] = True  # lesion C, one voxel
+    prediction = np.zeros_like(truth)
+    prediction[1, 2, 2] = True  # hits A
+    prediction[0, 8, 1] = True  # hits C
+    prediction[4, 0, 9] = True  # a finding with no lesion
+    prediction[4, 5, 5] = True  # another one
+    result = lesion_detection(prediction, truth)
+    assert (result.lesions, result.detected, result.false_positive_components) == (3, 2, 2)
+    assert result.detection_rate == pytest.approx(2 / 3)
+    assert lesion_detection(prediction, truth, min_overlap_voxels=2).detected == 0
+    assert math.isnan(lesion_detection(prediction, np.zeros_like(truth)).detection_rate)
+
+
+def test_volume_error_hand_checked():
+    prediction = np.array([1, 1, 1, 0, 0], dtype=bool)
+    truth = np.array([1, 1, 0, 0, 0], dtype=bool)
+    assert volume_error(prediction, truth, voxel_ml=0.008) == pytest.approx((0.008, 0.5))
+    difference, relative = volume_error(prediction, np.zeros(5, dtype=bool))
+    assert difference == 3 and math.isnan(relative)
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A MONAI metric input ``[B=1, C=1, *spatial]``."""
+    return torch.from_numpy(array.astype(np.float32))[None, None]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_metrics_agree_with_monai_on_random_volumes(seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.random((6, 12, 12)) < 0.2
+    scores = rng.random(truth.shape) + 0.5 * truth
+    prediction = scores > 0.8
+    monai_dice = compute_dice(as_tensor(prediction), as_tensor(truth), include_background=True)
+    assert dice(prediction, truth) == pytest.approx(float(monai_dice))
+    tp, fp, tn, fn = get_confusion_matrix(as_tensor(prediction), as_tensor(truth))[0, 0].tolist()
+    assert voxel_fpr(prediction, truth) == pytest.approx(fp / (fp + tn))
+    assert auroc(scores, truth) == pytest.approx(compute_roc_auc(torch.from_numpy(scores.ravel()),
+                                                                 torch.from_numpy(truth.ravel().astype(int))))
+    brute = max(float(compute_dice(as_tensor(scores > t), as_tensor(truth))) for t in np.unique(scores)[:-1])
+    assert best_dice(scores, truth)[0] == pytest.approx(max(brute, dice(np.ones_like(truth), truth)))
+
+
+def test_auprc_is_average_precision_by_hand_and_pr_curve_matches_scikit_learn():
+    rng = np.random.default_rng(4)
+    truth = rng.random(300) < 0.3
+    scores = rng.random(300) + 0.4 * truth  # continuous: no ties
+    order = np.argsort(-scores)
+    hits = truth[order]
+    precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+    assert auprc(scores, truth) == pytest.approx(precision_at_hit.mean())
+    precision, recall = pr_curve(scores, truth)
+    expected_precision, expected_recall, _ = precision_recall_curve(truth, scores)
+    np.testing.assert_allclose(precision, expected_precision)
+    np.testing.assert_allclose(recall, expected_recall)
+    assert pr_curve(scores, np.zeros(300, dtype=bool))[0].size == 0

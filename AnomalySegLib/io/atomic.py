@@ -48,7 +48,7 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         if not temp_path.is_file():
             raise FileNotFoundError(f"{temp_path}: the writer produced no file")
         check_writable(target, overwrite)  # another process may have written it meanwhile
-        _apply_default_permissions(temp_path)
+        apply_default_permissions(temp_path)
         os.replace(temp_path, target)
     except BaseException:
         temp_path.unlink(missing_ok=True)
@@ -79,6 +79,6 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def _apply_default_permissions(path: Path) -> None:
-    """``mkstemp`` creates files readable by the owner only; give the file the usual umask-based mode."""
-    os.chmod(path, 0o666 & ~_UMASK)
+def apply_default_permissions(path: Path) -> None:
+    """``mkstemp``/``mkdtemp`` create owner-only files and folders; give ``path`` the usual umask-based mode."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
