@@ -23,23 +23,23 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from benchmark_report import BENCHMARKS, write_section
 
 from AnomalySegLib import sample_data
+from AnomalySegLib.device import cpu_model
 from AnomalySegLib.metrics import best_dice, dice, volume_metrics
 from AnomalySegLib.pipeline import AnomalySegmenter, default_model_path
 from AnomalySegLib.preprocessing.pipeline import preprocess_file
 from AnomalySegLib.scoring.anomaly_score import binarize
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-BEGIN, END = "<!-- default_model -->", "<!-- /default_model -->"
+SECTION = "default_model"
 #: (image, labels, tumour label value) of the test cases.
 CASES = {"MRBrainTumor1": ("mrbraintumor1", "mrbraintumor1_labels", 9),
          "MRBrainTumor2": ("mrbraintumor2", "mrbraintumor2_labels", 1)}
@@ -83,21 +83,9 @@ def evaluate_case(segmenter: AnomalySegmenter, stage1_scorer: AnomalyScorer, ima
     return row
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def section(model: Path, segmenter: AnomalySegmenter, rows: dict[str, dict]) -> str:
     thresholds = ", ".join(f"{name} {value:.4f}" for name, value in sorted(segmenter.thresholds.items()))
     lines = [
-        BEGIN,
         "## Default model on the tumour cases (`benchmarks/default_model.py`)",
         "",
         f"Model `{segmenter.model_name}` (`{model}`), seed {segmenter.seed}, device {segmenter.device}. "
@@ -127,18 +115,8 @@ def section(model: Path, segmenter: AnomalySegmenter, rows: dict[str, dict]) -> 
         )
     mean_best = np.mean([row["model_best_dice"] for row in rows.values()])
     mean_val = np.mean([row.get("model_dice_val", np.nan) for row in rows.values()])
-    lines += ["", f"Mean over both cases, model grid: ⌈Dice⌉ {mean_best:.3f}, Dice @val {mean_val:.3f}.", END]
+    lines += ["", f"Mean over both cases, model grid: ⌈Dice⌉ {mean_best:.3f}, Dice @val {mean_val:.3f}."]
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, atomically."""
-    current = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.is_file() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    updated = pattern.sub(lambda _: text, current) if pattern.search(current) else current.rstrip("\n") + "\n\n" + text
-    temporary = BENCHMARKS.with_name(f".{BENCHMARKS.name}.tmp")
-    temporary.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
-    temporary.replace(BENCHMARKS)
 
 
 def main() -> None:
@@ -155,7 +133,7 @@ def main() -> None:
     text = section(args.model, segmenter, rows)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"written to {BENCHMARKS}")
 
 
