@@ -20,6 +20,7 @@ ENGINE_REQUIREMENTS = (
     "monai[einops]>=1.5",
     "nibabel>=5",
     "scipy>=1.10",
+    "scikit-learn>=1.3",
     "slicerio>=1.1",
     "safetensors>=0.4",
     "tqdm>=4.60",
