@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -91,7 +92,9 @@ def main() -> None:
     if per_case_in_batch:
         lines.append(f"**In a batch of {len(per_case_in_batch)} cases (model loaded once): median "
                      f"{statistics.median(per_case_in_batch):.1f} s per case.**")
-    lines += [f"Peak resident memory of one `segment` process: {peak_gib:.2f} GiB.", "",
+    lines += [f"Peak resident memory of one `segment` process: {peak_gib:.2f} GiB. Load average at the end: "
+              f"{os.getloadavg()[0]:.1f} (above the core count, other jobs shared the CPU and times are pessimistic).",
+              "",
               "| stage | median s | share of the case |", "|---|---|---|"]
     totals = statistics.median(row["seconds_total"] for row in stage_rows)
     for stage in STAGES:
