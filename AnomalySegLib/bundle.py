@@ -27,7 +27,6 @@ bundle on disk is always complete.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from AnomalySegLib.errors import ModelBundleError, OutputExistsError
 from AnomalySegLib.io.atomic import apply_default_permissions
+from AnomalySegLib.io.checksum import file_sha256
 
 FORMAT_NAME = "anomalyseg-model-bundle"
 FORMAT_VERSION = 1
@@ -131,7 +131,7 @@ def save_bundle(
                 for key, value in component.state_dict.items()
             }
             save_file(tensors, str(staging / weights_name), metadata={"component": name})
-            digest = _sha256(staging / weights_name)
+            digest = file_sha256(staging / weights_name)
             component.sha256 = digest
             dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()})
             described_components[name] = {
@@ -202,7 +202,7 @@ def _load_component(folder: Path, description_path: Path, name: str, entry: dict
                                "plain .safetensors file name inside the bundle")
     if not weights_path.is_file():
         raise ModelBundleError(weights_path, f"missing (weights of component {name!r})")
-    actual = _sha256(weights_path)
+    actual = file_sha256(weights_path)
     if actual != expected:
         raise ModelBundleError(
             weights_path, f"checksum mismatch (sha256 {actual[:12]}…, model.json says {str(expected)[:12]}…): "
@@ -214,13 +214,6 @@ def _load_component(folder: Path, description_path: Path, name: str, entry: dict
         raise ModelBundleError(weights_path, f"cannot be read as safetensors ({error})") from error
     return BundleComponent(architecture=architecture, state_dict=state_dict, sha256=actual)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _replace_folder(staging: Path, folder: Path) -> None:

@@ -11,7 +11,6 @@ data (Slicer licence), Colin27 (MNI, permissive). Say so when redistributing a d
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from AnomalySegLib.errors import AnomalySegError
+from AnomalySegLib.io.checksum import file_sha256
 
 CACHE_ENV = "ANOMALYSEG_DATA_CACHE"
 
@@ -149,7 +149,7 @@ def fetch(name: str, destination: Path | None = None) -> Path:
     dataset = CATALOGUE[name]
     root = Path(destination) if destination else cache_dir()
     target = root / dataset.filename
-    if target.is_file() and _sha256(target) == dataset.sha256:
+    if target.is_file() and file_sha256(target) == dataset.sha256:
         return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as scratch:
@@ -187,12 +187,12 @@ def _download(source: Source, scratch: Path) -> Path:
 
 def _extract_verified(archive: Path, dataset: Dataset, root: Path) -> None:
     target = root / dataset.filename
-    if target.is_file() and _sha256(target) == dataset.sha256:
+    if target.is_file() and file_sha256(target) == dataset.sha256:
         return
     partial = target.with_name(f".{target.name}.partial")
     with open(partial, "wb") as out:
         _copy_member(archive, dataset.member, out)
-    if _sha256(partial) != dataset.sha256:
+    if file_sha256(partial) != dataset.sha256:
         partial.unlink()
         raise DataFetchError(f"{dataset.member} in {archive.name}: sha256 does not match the catalogue")
     os.replace(partial, target)
@@ -215,13 +215,6 @@ def _copy_member(archive: Path, member: str, out) -> None:
     else:
         raise DataFetchError(f"{archive.name}: unknown archive type")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _suffix(member: str) -> str:
