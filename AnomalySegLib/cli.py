@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Problems the user can fix (:class:`AnomalySegError`) are printed as one line on stderr with
     exit status 2; anything else is a bug and keeps its traceback.
     """
+    _tolerate_narrow_terminals()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -51,6 +52,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"anomalyseg {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _tolerate_narrow_terminals() -> None:
+    """Never fail on printing: messages use "×", "±" and "⌈⌉", which an ASCII locale cannot encode.
+
+    Characters the terminal's encoding lacks are written as backslash escapes instead of raising
+    ``UnicodeEncodeError`` (the encoding itself is left alone, so ``PYTHONIOENCODING`` still rules).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def main_exit() -> None:

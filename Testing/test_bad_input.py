@@ -163,6 +163,6 @@ def test_atomic_text_refuses_overwrite(tmp_path):
     path = atomic_write_text(tmp_path / "report.json", "{}")
     with pytest.raises(OutputExistsError, match="report.json: exists already"):
         atomic_write_text(path, '{"a": 1}')
-    assert path.read_text() == "{}"
+    assert path.read_text(encoding="utf-8") == "{}"
     atomic_write_text(path, '{"a": 1}', overwrite=True)
-    assert path.read_text() == '{"a": 1}'
+    assert path.read_text(encoding="utf-8") == '{"a": 1}'

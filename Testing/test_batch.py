@@ -84,7 +84,7 @@ def test_all_ok_report_and_csv(tmp_path):
     assert report.all_ok and report.failed == []
     assert report.summary().startswith("1 of 1 case done in ")
     path = report.write_csv(tmp_path / "batch.csv")
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "case_id,ok,seconds,error"
     assert lines[1].startswith("only,1,") and lines[1].endswith(",")
     assert len(lines) == 2

@@ -68,7 +68,7 @@ def test_round_trip_is_bit_exact(bundle: ModelBundle, tmp_path: Path) -> None:
 
 def test_model_json_describes_components_and_checksums(bundle: ModelBundle, tmp_path: Path) -> None:
     folder = save_bundle(bundle, tmp_path / "model")
-    description = json.loads((folder / "model.json").read_text())
+    description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert description["format"] == "anomalyseg-model-bundle"
     assert description["format_version"] == FORMAT_VERSION
     entry = description["components"]["recon"]
@@ -92,7 +92,7 @@ def test_tampered_weight_file_is_refused(bundle: ModelBundle, tmp_path: Path) ->
 
 def test_unknown_format_version_is_refused_clearly(bundle: ModelBundle, tmp_path: Path) -> None:
     folder = save_bundle(bundle, tmp_path / "model")
-    description = json.loads((folder / "model.json").read_text())
+    description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     description["format_version"] = 99
     (folder / "model.json").write_text(json.dumps(description))
     with pytest.raises(ModelBundleError, match="format version 99.*update AnomalySeg"):
@@ -117,7 +117,7 @@ def test_damaged_bundles_are_refused_naming_the_file(bundle, tmp_path: Path, dam
 
 def test_weight_file_outside_the_bundle_is_refused(bundle: ModelBundle, tmp_path: Path) -> None:
     folder = save_bundle(bundle, tmp_path / "model")
-    description = json.loads((folder / "model.json").read_text())
+    description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     description["components"]["recon"]["weights"] = "../elsewhere.safetensors"
     (folder / "model.json").write_text(json.dumps(description))
     with pytest.raises(ModelBundleError, match="plain .safetensors file name"):
@@ -140,7 +140,7 @@ def test_half_precision_storage(bundle: ModelBundle, spec: ReconSpec, tmp_path: 
     size = lambda folder: (folder / "recon.safetensors").stat().st_size  # noqa: E731
     assert size(half) < 0.6 * size(full)
     loaded = load_bundle(half)
-    assert json.loads((half / "model.json").read_text())["components"]["recon"]["storage_dtype"] == "float16"
+    assert json.loads((half / "model.json").read_text(encoding="utf-8"))["components"]["recon"]["storage_dtype"] == "float16"
     reconstructor = load_reconstructor(loaded, "cpu", precision="fp32")  # fp16 weights load into fp32
     for key, tensor in bundle.component("recon").state_dict.items():
         if tensor.is_floating_point():
@@ -174,7 +174,7 @@ def test_reserved_and_invalid_names_are_refused(bundle: ModelBundle, tmp_path: P
 
 def test_architecture_that_does_not_fit_the_weights_is_refused(bundle: ModelBundle, tmp_path: Path) -> None:
     folder = save_bundle(bundle, tmp_path / "model")
-    description = json.loads((folder / "model.json").read_text())
+    description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     description["components"]["recon"]["architecture"]["denoiser"]["unet"]["channels"] = [32, 64, 64]
     (folder / "model.json").write_text(json.dumps(description))
     with pytest.raises(ModelBundleError, match="weights do not fit"):

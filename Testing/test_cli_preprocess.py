@@ -16,7 +16,7 @@ from AnomalySegLib.preprocessing.model_space import model_reference
 
 def anomalyseg(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "AnomalySegLib", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -133,12 +133,12 @@ def test_prepare_dataset_preprocesses_resumes_and_keeps_going(tmp_path, small_vo
     case = load_case(out / "cases" / "sub-r001s001")
     assert case.image.shape == (50, 96, 96) and case.labels is not None and case.labels.any()
     assert not (out / "cases" / "sub-r001s003" / LABELS_FILE).exists()  # kept as it was
-    splits = json.loads((out / "splits.json").read_text())
+    splits = json.loads((out / "splits.json").read_text(encoding="utf-8"))
     assert splits["dataset"] == "atlas2" and splits["cases"] == ["sub-r001s001", "sub-r001s003"]
     assert sorted(c for fold in splits["folds"] for c in fold["test"]) == splits["cases"]
-    dataset = json.loads((out / "dataset.json").read_text())
+    dataset = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert dataset["failed"] == ["sub-r001s002"]
 
     # Re-running with another seed would change splits.json: refused without --overwrite.
     assert main(["prepare-dataset", "atlas2", str(root), "-o", str(out), "--folds", "2", "--seed", "1"]) == 2
-    assert json.loads((out / "splits.json").read_text()) == splits
+    assert json.loads((out / "splits.json").read_text(encoding="utf-8")) == splits

@@ -55,7 +55,7 @@ def test_first_command_finds_the_tumour(tmp_path, real_data):
     case = "mrbraintumor1"
     for suffix in ("_recon.nii.gz", "_anomaly_map.nii.gz", "_anomaly.seg.nrrd", "_qc.png", "_result.json"):
         assert (out / f"{case}{suffix}").is_file(), suffix
-    result = json.loads((out / f"{case}_result.json").read_text())
+    result = json.loads((out / f"{case}_result.json").read_text(encoding="utf-8"))
     assert result["threshold_source"] == "val"
 
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(real_data("mrbraintumor1_labels")))) == TUMOUR_LABEL

@@ -50,7 +50,7 @@ def report(tmp_path_factory, case_root, tiny_bundle):
 
 @pytest.mark.slow
 def test_report_files_and_values(report, case_root, tiny_bundle):
-    document = json.loads((report / "report.json").read_text())
+    document = json.loads((report / "report.json").read_text(encoding="utf-8"))
     bundle = load_bundle(tiny_bundle)
     assert document["threshold"] == pytest.approx(bundle.description["scoring"]["thresholds"]["val"])
     assert document["variants"] == ["combined", "stage1", "unet"]
@@ -80,12 +80,12 @@ def test_report_files_and_values(report, case_root, tiny_bundle):
     assert 0 <= native["native_dice"] <= native["native_best_dice"] <= 1 and 0 < native["native_auprc"] <= 1
     assert cases["mrbraintumor2"]["metrics"]["unet"]["dice"] is None
 
-    with open(report / "cases.csv", newline="") as handle:
+    with open(report / "cases.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 9  # 3 cases × 3 variants
     row = next(r for r in rows if r["case"] == "mrbraintumor2" and r["variant"] == "combined")
     assert float(row["best_dice"]) == pytest.approx(cases["mrbraintumor2"]["metrics"]["combined"]["best_dice"])
-    markdown = (report / "report.md").read_text()
+    markdown = (report / "report.md").read_text(encoding="utf-8")
     assert "| SADM (combined AS) |" in markdown and "mrbraintumor2" in markdown and "±" in markdown
     assert (report / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

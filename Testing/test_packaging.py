@@ -105,7 +105,7 @@ def _git_ignored(paths: list[Path]) -> set[Path]:
     """Those of ``paths`` that git ignores (build outputs, caches); empty outside a git checkout."""
     if not paths or not (REPO / ".git").exists():
         return set()
-    result = subprocess.run(["git", "check-ignore", "--stdin"], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run(["git", "check-ignore", "--stdin"], cwd=REPO, capture_output=True, text=True, encoding="utf-8",
                             input="\n".join(str(p.relative_to(REPO)) for p in paths))
     return {REPO / line for line in result.stdout.splitlines()}
 
@@ -287,5 +287,5 @@ def test_module_helpers_import_with_only_what_slicer_ships():
         from AnomalySegLib.progress import parse_progress_line
         assert parse_progress_line('{{"event": "done"}}').event == "done"
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]

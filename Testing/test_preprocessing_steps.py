@@ -89,7 +89,7 @@ def test_model_grid_axial_slices_run_inferior_to_superior():
 def test_committed_template_is_compact_and_covers_the_model_grid():
     folder = resources_dir() / "Templates" / "icbm2009c"
     assert sum(p.stat().st_size for p in folder.glob("*.nii.gz")) < 6e6
-    assert "Licence" in (folder / "README.md").read_text()
+    assert "Licence" in (folder / "README.md").read_text(encoding="utf-8")
     template = load_template()
     assert template.t1.GetSpacing() == (1.0, 1.0, 1.0)
     mask_in_grid = resample_to_model(template.mask, sitk.Transform(), ModelGrid(), binary=True)

@@ -141,7 +141,7 @@ def test_each_line_reaches_a_parent_process_while_the_child_is_still_running():
         progress.close()
     """)
     child = subprocess.Popen([sys.executable, "-c", child_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
+                             text=True, encoding="utf-8")
     try:
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()

@@ -23,7 +23,7 @@ def _parameters(module: torch.nn.Module) -> int:
     [("seg_paper", (64, 128, 256, 512)), ("seg_cpu", (16, 32, 64, 128)), ("seg_tiny", (8, 16, 32))],
 )
 def test_configs_build_networks_of_the_stated_size(name, channels):
-    config = SegUnetConfig.from_dict(json.loads((CONFIGS / f"{name}.json").read_text())["model"])
+    config = SegUnetConfig.from_dict(json.loads((CONFIGS / f"{name}.json").read_text(encoding="utf-8"))["model"])
     assert config.channels == channels
     network = SegUnet(config)
     logits = network(torch.rand(2, 1, 96, 96), torch.rand(2, 1, 96, 96))

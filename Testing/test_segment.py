@@ -48,7 +48,7 @@ def batch_run(tmp_path_factory, real_data, tiny_bundle):
     completed = subprocess.run(
         [sys.executable, "-m", "AnomalySegLib", "segment", str(inputs), "-o", str(out), "--model", str(tiny_bundle),
          "--device", "cpu", "--progress-format", "json", "--save-intermediate"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, encoding="utf-8", timeout=600,
     )
     return {"status": completed.returncode, "inputs": inputs, "out": out, "stdout": completed.stdout,
             "stderr": completed.stderr}
@@ -56,8 +56,8 @@ def batch_run(tmp_path_factory, real_data, tiny_bundle):
 
 def test_failing_case_is_reported_and_the_good_one_finishes(batch_run):
     assert batch_run["status"] == 1, batch_run["stderr"]  # not every case succeeded
-    rows = {row["case"]: row for row in csv.DictReader((batch_run["out"] / "results.csv").open())}
-    assert list(csv.reader((batch_run["out"] / "results.csv").open()))[0] == list(COLUMNS)
+    rows = {row["case"]: row for row in csv.DictReader((batch_run["out"] / "results.csv").open(encoding="utf-8"))}
+    assert list(csv.reader((batch_run["out"] / "results.csv").open(encoding="utf-8")))[0] == list(COLUMNS)
     assert rows[CASE]["status"] == "ok"
     assert rows["broken"]["status"] == "failed"
     assert "broken.nii.gz" in rows["broken"]["error"]
@@ -75,7 +75,7 @@ def test_every_output_has_the_input_geometry(batch_run, real_data):
         assert np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6), suffix
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(batch_run["out"] / f"{CASE}_anomaly_mask.nii.gz")))
     score = sitk.GetArrayFromImage(sitk.ReadImage(str(batch_run["out"] / f"{CASE}_anomaly_map.nii.gz")))
-    result = json.loads((batch_run["out"] / f"{CASE}_result.json").read_text())
+    result = json.loads((batch_run["out"] / f"{CASE}_result.json").read_text(encoding="utf-8"))
     assert set(np.unique(mask)) <= {0, 1}
     assert np.array_equal(mask > 0, score > result["threshold"])  # the mask is the map, thresholded
     voxel_ml = np.prod(reference.GetSpacing()) / 1000
@@ -125,7 +125,7 @@ def test_rerun_skips_finished_cases_and_never_overwrites(batch_run, tiny_bundle)
                    "--device", "cpu", "--progress-format", "json"])
     assert status == 1  # the broken case still fails
     assert stamps == {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name.startswith(CASE)}
-    rows = {row["case"]: row for row in csv.DictReader((out / "results.csv").open())}
+    rows = {row["case"]: row for row in csv.DictReader((out / "results.csv").open(encoding="utf-8"))}
     assert rows[CASE]["status"].startswith("skipped") and rows[CASE]["volume_ml"] != ""
 
 
@@ -136,7 +136,7 @@ def test_partial_outputs_are_not_overwritten_silently(tmp_path, batch_run, tiny_
                    "--model", str(tiny_bundle), "--device", "cpu"])
     assert status == 1
     assert stale.read_bytes() == b"someone else's file"
-    row = next(csv.DictReader((tmp_path / "results.csv").open()))
+    row = next(csv.DictReader((tmp_path / "results.csv").open(encoding="utf-8")))
     assert row["status"] == "failed" and "exists already" in row["error"] and "--overwrite" in row["error"]
 
 
@@ -153,7 +153,7 @@ def test_bad_model_bundle_is_a_one_line_error(problem, tmp_path, tiny_bundle, re
         data[-1] ^= 0xFF
         weights.write_bytes(bytes(data))
     elif problem == "future_format":
-        description = json.loads((bundle / "model.json").read_text())
+        description = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
         description["format_version"] = 99
         (bundle / "model.json").write_text(json.dumps(description))
     else:
@@ -174,7 +174,7 @@ def test_python_api_rethresholds_consistently(batch_run, tiny_bundle, real_data)
     assert strict.threshold_source == "user"
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(batch_run["out"] / f"{CASE}_anomaly_map.nii.gz")))
     assert np.allclose(sitk.GetArrayViewFromImage(strict.anomaly_map), written, atol=1e-5)  # same seed, same map
-    assert strict.findings.volume_ml <= json.loads((batch_run["out"] / f"{CASE}_result.json").read_text())["volume_ml"]
+    assert strict.findings.volume_ml <= json.loads((batch_run["out"] / f"{CASE}_result.json").read_text(encoding="utf-8"))["volume_ml"]
 
 
 def test_prefetcher_prepares_the_next_case_and_reports_its_errors_when_taken(tiny_bundle, real_data, tmp_path):

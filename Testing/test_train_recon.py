@@ -66,7 +66,7 @@ def test_training_holds_out_a_volume_and_logs(trained) -> None:
     assert provenance["validation_cases"] == [HELD_OUT]
     assert HELD_OUT not in provenance["training_cases"] and len(provenance["training_cases"]) == 3
     assert provenance["steps"] == outcome.step == 200
-    records = [json.loads(line) for line in (work / METRICS_FILE).read_text().splitlines()]
+    records = [json.loads(line) for line in (work / METRICS_FILE).read_text(encoding="utf-8").splitlines()]
     validation = [r["val/recon_l1_brain"] for r in records if "val/recon_l1_brain" in r]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert len(validation) == 2 and validation[-1] < validation[0]
@@ -210,7 +210,7 @@ def test_torchrun_two_processes_on_cpu(healthy_cases, tmp_path: Path) -> None:
         "-m", "AnomalySegLib", "train-recon", "--data", str(data), "--out", str(out), "--config", "recon_tiny",
         "--max-steps", "2", "--batch-size", "2", "--device", "cpu", "--threads", "1", "--no-progress",
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     provenance = load_bundle(out).description["provenance"]["stage1"]
     assert provenance["processes"] == 2 and provenance["steps"] == 2

@@ -115,7 +115,7 @@ def test_bundle_records_both_stages_and_validation(sadm, stage1):
     assert HELD_OUT not in provenance["healthy_training_cases"]
     assert provenance["steps"] == load_config("seg_tiny")["training"]["max_steps"]
     assert bundle.description["noise_levels"] == [250, 500, 750]
-    logged = [json.loads(line) for line in (work / METRICS_FILE).read_text().splitlines()]
+    logged = [json.loads(line) for line in (work / METRICS_FILE).read_text(encoding="utf-8").splitlines()]
     validations = [record for record in logged if "val/best_dice" in record]
     assert len(validations) >= 2
     # The network learns: validation ⌈Dice⌉ of ŷ on the held-out brain grows, and the loss falls.
@@ -224,7 +224,7 @@ def test_torchrun_two_processes_on_cpu(stage1, healthy_cases, tmp_path):
         "--out", str(out), "--config", "seg_tiny", "--max-steps", "2", "--batch-size", "2", "--device", "cpu",
         "--threads", "1", "--no-progress",
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     provenance = load_bundle(out).description["provenance"]["stage2"]
     assert provenance["processes"] == 2 and provenance["steps"] == 2

@@ -43,7 +43,7 @@ def segment(inputs: Path, output: Path, model: Path, device: str) -> tuple[float
     subprocess.run([sys.executable, "-m", "AnomalySegLib", "-q", "segment", str(inputs), "-o", str(output),
                     "--model", str(model), "--device", device], check=True)
     seconds = time.perf_counter() - started
-    rows = json.loads((output / "results.json").read_text())["cases"]
+    rows = json.loads((output / "results.json").read_text(encoding="utf-8"))["cases"]
     return seconds, rows
 
 

@@ -28,7 +28,7 @@ LISTS = [
 
 def checkout_files() -> list[Path]:
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+                            capture_output=True, text=True, encoding="utf-8", check=True).stdout.splitlines()
     return [Path(name) for name in listed if (ROOT / name).is_file()]
 
 
