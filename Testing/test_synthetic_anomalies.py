@@ -1,4 +1,4 @@
-"""Synthetic anomalies: Perlin noise, the texture ops (against PIL), the DRAEM generator, balls."""
+"""Synthetic anomalies: Perlin noise, the texture ops (against PIL), DRAEM, lesion-like blobs, mixtures, balls."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import SimpleITK as sitk
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from AnomalySegLib.anomalies import DraemAnomalyGenerator, SphereAnomalyGenerator
+from AnomalySegLib.anomalies import (AnomalyMixture, DraemAnomalyGenerator, LesionAnomalyGenerator,
+                                     SphereAnomalyGenerator)
 from AnomalySegLib.anomalies import image_ops
 from AnomalySegLib.anomalies.perlin import perlin_noise_2d, random_perlin_noise_2d
 
@@ -172,3 +173,62 @@ def test_sphere_anomalies_in_3d_and_2d():
     slices = torch.zeros(3, 1, 32, 32)
     discs = SphereAnomalyGenerator()(slices, torch.ones_like(slices), torch.Generator().manual_seed(1))
     assert discs.masks.shape == (3, 1, 32, 32) and (discs.masks.flatten(1).sum(1) > 0).all()
+
+
+def test_lesion_blobs_on_real_slices(real_slices):
+    images, brain = real_slices
+    images, brain = images.repeat(4, 1, 1, 1), brain.repeat(4, 1, 1, 1)  # 32 slices
+    generator = LesionAnomalyGenerator(radius_range=(4.0, 10.0), edge_sigma=1.0)
+    result = generator(images, brain, torch.Generator().manual_seed(5))
+    again = generator(images, brain, torch.Generator().manual_seed(5))
+    assert torch.equal(result.images, again.images) and torch.equal(result.masks, again.masks)
+    assert result.images.shape == images.shape and result.images.min() >= 0 and result.images.max() <= 1
+
+    labelled = result.masks.bool()
+    assert not (labelled & ~brain).any()  # inside the brain only
+    change = result.images - images
+    assert (change[labelled].abs() >= generator.min_change - 1e-6).all()  # every labelled pixel visibly changed
+    # Away from the blob (beyond the soft edge) and outside the brain nothing changes.
+    near = torch.nn.functional.max_pool2d(labelled.float(), 9, stride=1, padding=4) > 0
+    assert change[~near & ~brain].abs().max() == 0
+    sizes = labelled.flatten(1).sum(1).float()
+    assert (sizes > 0).float().mean() > 0.8  # a few blobs may fall where nothing visibly changes
+    assert sizes.max() <= np.pi * (10.0 * (1 + generator.irregularity * 1.5)) ** 2 / 0.6
+    # Some blobs are brighter than the tissue they replace, some darker.
+    mean_changes = [float(change[i][labelled[i]].mean()) for i in range(32) if labelled[i].any()]
+    assert min(mean_changes) < -0.1 and max(mean_changes) > 0.1
+
+
+def test_lesion_blobs_edge_cases():
+    images = torch.full((3, 1, 40, 40), 0.5)
+    brain = torch.zeros_like(images, dtype=torch.bool)
+    brain[1:, 0, 10:30, 10:30] = True  # sample 0 has no brain
+    result = LesionAnomalyGenerator(bright_probability=1.0, strength_range=(1.0, 1.0), bright_range=(1.0, 1.0),
+                                    edge_sigma=0.0)(images, brain, torch.Generator().manual_seed(0))
+    assert result.masks[0].sum() == 0 and torch.equal(result.images[0], images[0])
+    assert torch.all(result.images[1:][result.masks[1:].bool()] == 1.0)
+    unchanged = LesionAnomalyGenerator(probability=0.0)(images, brain, torch.Generator().manual_seed(0))
+    assert unchanged.masks.sum() == 0 and torch.equal(unchanged.images, images)
+    invisible = LesionAnomalyGenerator(bright_range=(0.5, 0.5), dark_range=(0.5, 0.5))(images, brain)
+    assert invisible.masks.sum() == 0  # moving 0.5 towards 0.5 is no anomaly
+    with pytest.raises(ValueError, match="bright_range"):
+        LesionAnomalyGenerator(bright_range=(0.9, 1.2))
+    with pytest.raises(ValueError, match="radius_range"):
+        LesionAnomalyGenerator(radius_range=(0.0, 3.0))
+
+
+def test_mixture_picks_one_generator_per_sample_by_weight(real_slices):
+    images, brain = real_slices
+    images, brain = images.repeat(25, 1, 1, 1), brain.repeat(25, 1, 1, 1)  # 200 slices
+    draem, lesions = DraemAnomalyGenerator(), LesionAnomalyGenerator()
+    mixed = AnomalyMixture((draem, lesions), (0.25, 0.75))(images, brain, torch.Generator().manual_seed(9))
+    from_draem = draem(images, brain, torch.Generator().manual_seed(9))
+    assert mixed.images.shape == images.shape
+    # Each sample is exactly one generator's output: DRAEM's for about a quarter of them.
+    is_draem = torch.tensor([torch.equal(mixed.images[i], from_draem.images[i]) for i in range(200)])
+    assert 0.15 < is_draem.float().mean() < 0.35
+    only_lesions = AnomalyMixture((draem, lesions), (0.0, 1.0))(images, brain, torch.Generator().manual_seed(9))
+    assert not any(torch.equal(only_lesions.masks[i], from_draem.masks[i]) and from_draem.masks[i].any()
+                   for i in range(200))
+    with pytest.raises(ValueError, match="weights"):
+        AnomalyMixture((draem, lesions), (0.0, 0.0))

@@ -17,8 +17,9 @@ import SimpleITK as sitk
 import torch
 
 from AnomalySegLib import cli
-from AnomalySegLib.anomalies import DraemAnomalyGenerator
+from AnomalySegLib.anomalies import AnomalyMixture, DraemAnomalyGenerator, LesionAnomalyGenerator
 from AnomalySegLib.bundle import load_bundle, save_bundle
+from AnomalySegLib.errors import InputError
 from AnomalySegLib.metrics import auprc, best_dice, dice
 from AnomalySegLib.preprocessing.case_folder import (
     IMAGE_FILE,
@@ -35,7 +36,7 @@ from AnomalySegLib.training.config import load_config
 from AnomalySegLib.training.distributed import DistributedContext
 from AnomalySegLib.training.loop import METRICS_FILE
 from AnomalySegLib.training.recon_training import train_recon
-from AnomalySegLib.training.seg_training import train_seg
+from AnomalySegLib.training.seg_training import parse_seg_config, train_seg
 
 HELD_OUT = "sri24_t1_brain"  # last case id: held out by both stages' split
 CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -130,6 +131,7 @@ def test_bundle_records_both_stages_and_validation(sadm, stage1):
 def test_resumed_training_equals_uninterrupted_training(stage1, healthy_cases, tmp_path):
     config = load_config("seg_tiny")
     config["training"].update(batch_size=2, checkpoint_every=2, validation_cases=0, max_steps=4)
+    config["lesions"] = {"fraction": 0.5}  # the mixture's draws are part of the resumed random state
     cases = healthy_cases[:2]
     straight, _ = train_seg(stage1, cases, [], config, tmp_path / "straight", progress=False, context=CPU)
     config["training"]["max_steps"] = 2
@@ -140,6 +142,20 @@ def test_resumed_training_equals_uninterrupted_training(stage1, healthy_cases, t
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
+
+
+def test_lesions_section_mixes_blobs_into_the_synthetic_anomalies():
+    config = load_config("seg_tiny")
+    assert isinstance(parse_seg_config(config).anomalies, DraemAnomalyGenerator)
+    config["lesions"] = {"fraction": 0.25, "radius_range": [2, 5]}
+    mixture = parse_seg_config(config).anomalies
+    assert isinstance(mixture, AnomalyMixture) and mixture.weights == (0.75, 0.25)
+    assert mixture.generators[1] == LesionAnomalyGenerator(radius_range=(2, 5))
+    for bad, problem in (({"fraction": 1.5}, "fraction"), ({"radius": 3, "fraction": 0.5}, "radius"),
+                         ({"radius_range": [2, 5]}, "fraction")):
+        config["lesions"] = bad
+        with pytest.raises(InputError, match=problem):
+            parse_seg_config(config)
 
 
 @pytest.fixture(scope="module")

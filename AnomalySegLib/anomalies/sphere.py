@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from AnomalySegLib.anomalies._random import uniform
+from AnomalySegLib.anomalies._random import random_voxels_in_masks, uniform
 from AnomalySegLib.anomalies.draem import SyntheticAnomalies
 
 
@@ -44,14 +44,9 @@ class SphereAnomalyGenerator:
         batch = images.shape[0]
         spatial = images.shape[2:]
         device = images.device
-        inside = brain_masks.reshape(batch, -1) > 0
-        # A uniformly random voxel of each mask: the arg-max of random keys over the mask.
-        keys = uniform(tuple(inside.shape), 0.0, 1.0, generator, device)
-        flat_centre = torch.where(inside, keys, torch.full_like(keys, -1.0)).argmax(dim=1)
-        has_brain = inside.any(dim=1)
+        centre, has_brain = random_voxels_in_masks(brain_masks, generator)  # [B, ndim], [B]
 
         grids = torch.meshgrid(*(torch.arange(n, device=device, dtype=torch.float32) for n in spatial), indexing="ij")
-        centre = torch.stack(torch.unravel_index(flat_centre, spatial), dim=1).to(torch.float32)  # [B, ndim]
         ones = [1] * len(spatial)
         squared = sum((grid[None] - centre[:, axis].view(-1, *ones)) ** 2 for axis, grid in enumerate(grids))
         radius = uniform((batch,), *self.radius_range, generator, device).view(-1, *ones)

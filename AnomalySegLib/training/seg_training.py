@@ -10,7 +10,9 @@ inference (ŷ averaged over the levels). The loop itself (checkpoints and exact 
 
 A configuration (``AnomalySegLib/configs/seg_*.json``)::
 
-    {"model": <SegUnetConfig>, "anomalies": <DraemAnomalyGenerator settings>, "scoring": <ScoringConfig>,
+    {"model": <SegUnetConfig>, "anomalies": <DraemAnomalyGenerator settings>,
+     "lesions": {"fraction": <share of synthetic slices>, <LesionAnomalyGenerator settings>} (optional),
+     "scoring": <ScoringConfig>,
      "training": {"batch_size", "learning_rate", "optimizer": "adam"|"adamw", "weight_decay", "max_steps",
                   "ema_decay", "grad_clip", "precision", "checkpoint_every", "validate_every", "log_every",
                   "seed", "min_brain_fraction", "dice_weight", "synthetic_fraction", "timestep_range",
@@ -33,7 +35,8 @@ from monai.losses import DiceLoss
 from torch import nn
 
 import AnomalySegLib
-from AnomalySegLib.anomalies import DraemAnomalyGenerator
+from AnomalySegLib.anomalies import (AnomalyGenerator, AnomalyMixture, DraemAnomalyGenerator,
+                                     LesionAnomalyGenerator)
 from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
 from AnomalySegLib.device import describe
 from AnomalySegLib.diffusion.reconstruction import Reconstructor, load_reconstructor
@@ -97,22 +100,39 @@ class SegTrainingConfig:
 
     network: SegUnetConfig
     training: SegTrainingSettings
-    anomalies: DraemAnomalyGenerator
+    anomalies: AnomalyGenerator
     scoring: ScoringConfig
+
+
+def _tuples(settings: dict) -> dict:
+    """JSON lists → tuples (the generators' ranges are tuples)."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+
+
+def anomaly_generator(config: dict) -> AnomalyGenerator:
+    """DRAEM anomalies (``"anomalies"``), mixed with lesion-like blobs when ``"lesions"`` is given.
+
+    ``"lesions": {"fraction": f, ...}`` gives a share ``f`` of the synthetic slices a
+    :class:`LesionAnomalyGenerator` blob instead of a DRAEM texture (the other keys are its settings).
+    """
+    draem = DraemAnomalyGenerator(**_tuples(config.get("anomalies", {})))
+    if "lesions" not in config:
+        return draem
+    lesions = _tuples(config["lesions"])
+    fraction = float(lesions.pop("fraction"))
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"lesions.fraction must be in [0, 1], got {fraction}")
+    return AnomalyMixture((draem, LesionAnomalyGenerator(**lesions)), (1.0 - fraction, fraction))
 
 
 def parse_seg_config(config: dict) -> SegTrainingConfig:
     """Parse a configuration dict; :class:`InputError` naming the config and the problem."""
     where = config.get("name", "<config>")
     try:
-        anomalies = {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in config.get("anomalies", {}).items()
-        }
         return SegTrainingConfig(
             network=SegUnetConfig.from_dict(config["model"]),
             training=SegTrainingSettings.from_dict(config.get("training", {})),
-            anomalies=DraemAnomalyGenerator(**anomalies),
+            anomalies=anomaly_generator(config),
             scoring=ScoringConfig.from_dict(config.get("scoring", {})),
         )
     except (KeyError, TypeError, ValueError) as error:
@@ -142,7 +162,7 @@ class SegBatchSource:
         reconstructor: Reconstructor,
         healthy: SliceSampler | None,
         labelled: SliceSampler | None,
-        anomalies: DraemAnomalyGenerator,
+        anomalies: AnomalyGenerator,
         settings: SegTrainingSettings,
         synthetic_count: int,
     ) -> None:
@@ -204,7 +224,7 @@ class SegValidation:
         reconstructor: Reconstructor,
         healthy: SliceSampler | None,
         labelled: SliceSampler | None,
-        anomalies: DraemAnomalyGenerator,
+        anomalies: AnomalyGenerator,
         max_slices: int,
         chunk: int = 32,
     ) -> None:
