@@ -3,6 +3,10 @@
 - **Dice-optimal threshold**: the model scores every labelled validation volume; all their voxels are
   pooled and the threshold maximising Dice over the pool is found by interval halving (the paper's
   code; :func:`~AnomalySegLib.scoring.thresholds.bisection_dice_threshold`).
+- **β (optional)**: given candidate weights, the reconstruction term's weight β in AS is chosen as the
+  one whose Dice-optimal threshold gives the best pooled validation Dice (ties: the candidate nearest
+  the bundle's β). The paper fixes β (a plain sum); a small model whose Stage I reconstructs blurrily
+  may do better leaning on the SegUnet, and this lets validation data, not the test set, decide.
 - **Healthy-set thresholds**: on healthy volumes, the thresholds at which 1 %, 5 % and 10 % of in-brain
   voxels would be flagged (voxel false-positive rates).
 
@@ -15,6 +19,7 @@ set with the same model and seed reproduces ``calibration["validation_dice"]``. 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from dataclasses import dataclass, field
@@ -22,13 +27,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
 from AnomalySegLib.errors import InputError, OutputExistsError
 from AnomalySegLib.metrics import dice, volume_metrics
 from AnomalySegLib.preprocessing.case_folder import LABELS_FILE, ModelSpaceCase
 from AnomalySegLib.scoring.thresholds import bisection_dice_threshold, fpr_thresholds
-from AnomalySegLib.scoring.volume import SCORING_SECTION, AnomalyScorer
+from AnomalySegLib.scoring.anomaly_score import combined_score
+from AnomalySegLib.scoring.volume import SCORING_SECTION, AnomalyScorer, VolumeScores
 from AnomalySegLib.training.seg_training import load_case_folder
 
 LOG = logging.getLogger(__name__)
@@ -55,6 +62,8 @@ class CalibrationResult:
             healthy data.
         healthy_cases: ids of the healthy volumes.
         seed: Stage I noise seed used for scoring.
+        beta: the chosen weight of the reconstruction term, or ``None`` when β was not searched.
+        beta_search: pooled validation Dice of each candidate β (empty when β was not searched).
     """
 
     threshold: float
@@ -64,6 +73,8 @@ class CalibrationResult:
     healthy_thresholds: dict[str, float] = field(default_factory=dict)
     healthy_cases: list[str] = field(default_factory=list)
     seed: int = 0
+    beta: float | None = None
+    beta_search: dict[float, float] = field(default_factory=dict)
 
     def to_scoring_entries(self) -> dict:
         """The keys this calibration writes into the bundle's ``"scoring"`` section."""
@@ -71,7 +82,7 @@ class CalibrationResult:
             key: float(np.nanmean([metrics[key] for metrics in self.per_case.values()]))
             for key in ("best_dice", "dice", "auprc", "auroc")
         }
-        return {
+        entries = {
             "thresholds": {VALIDATION_PRESET: self.threshold, **self.healthy_thresholds},
             "calibration": {
                 "method": f"Dice-optimal threshold on pooled validation voxels, bisection ({BISECTION_STEPS} steps)",
@@ -85,6 +96,13 @@ class CalibrationResult:
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         }
+        if self.beta is not None:
+            entries["beta"] = self.beta
+            entries["calibration"]["beta_search"] = {
+                "method": "beta with the best pooled validation Dice at its own Dice-optimal threshold",
+                "validation_dice": {f"{beta:g}": value for beta, value in self.beta_search.items()},
+            }
+        return entries
 
 
 def calibrate(
@@ -93,29 +111,45 @@ def calibrate(
     healthy_cases: Sequence[ModelSpaceCase] = (),
     rates: Sequence[float] = DEFAULT_FPR_RATES,
     seed: int = 0,
+    beta_candidates: Sequence[float] = (),
 ) -> CalibrationResult:
-    """Score the cases with ``scorer`` and derive the thresholds.
+    """Score the cases with ``scorer`` and derive the thresholds (and β, given candidates).
 
     Args:
         validation_cases: labelled volumes (each with ``labels``).
         healthy_cases: healthy volumes for the FPR thresholds (optional).
         rates: voxel false-positive rates for the healthy thresholds.
         seed: Stage I noise seed (the same for every volume, as at inference).
+        beta_candidates: weights β in [0, 1] to choose from (empty: keep the scorer's β).
 
     Raises:
-        InputError: no validation case, or one without labels.
+        InputError: no validation case, one without labels, or β candidates for a Stage-I-only model.
     """
     if not validation_cases:
         raise InputError(None, "calibration needs at least one labelled validation case")
-    scores, truths = [], []
+    if beta_candidates and scorer.seg_network is None:
+        raise InputError(None, "choosing beta needs a model with a Stage II SegUnet")
+    volumes: list[VolumeScores] = []
     for case in validation_cases:
         if case.labels is None:
             raise InputError(case.case_id, f"has no {LABELS_FILE}: validation cases need ground truth")
         LOG.info("scoring validation case %s", case.case_id)
-        scores.append(scorer.score(case.image, case.mask, seed=seed).anomaly_score)
-        truths.append(case.labels)
+        volumes.append(scorer.score(case.image, case.mask, seed=seed))
+    pooled_truth = np.concatenate([case.labels.ravel() for case in validation_cases])
+
+    beta_search: dict[float, float] = {}
+    for beta in beta_candidates:
+        pooled = np.concatenate([_rescored(volume, scorer, beta).ravel() for volume in volumes])
+        _, candidate_threshold = bisection_dice_threshold(pooled, pooled_truth, steps=BISECTION_STEPS)
+        beta_search[float(beta)] = dice(pooled > candidate_threshold, pooled_truth)
+        LOG.info("beta %g: pooled validation Dice %.4f", beta, beta_search[float(beta)])
+    beta = None
+    if beta_search:
+        beta = max(beta_search, key=lambda b: (beta_search[b], -abs(b - scorer.config.beta)))
+        scorer = AnomalyScorer(scorer.reconstructor, scorer.seg_network,
+                               dataclasses.replace(scorer.config, beta=beta))
+    scores = [_rescored(volume, scorer, scorer.config.beta) for volume in volumes]
     pooled_scores = np.concatenate([s.ravel() for s in scores])
-    pooled_truth = np.concatenate([t.ravel() for t in truths])
     _, threshold = bisection_dice_threshold(pooled_scores, pooled_truth, steps=BISECTION_STEPS)
     per_case = {
         case.case_id: volume_metrics(score, case.labels, threshold, case.mask).to_dict()
@@ -138,7 +172,19 @@ def calibrate(
         healthy_thresholds=healthy_thresholds,
         healthy_cases=[case.case_id for case in healthy_cases],
         seed=seed,
+        beta=beta,
+        beta_search=beta_search,
     )
+
+
+def _rescored(volume: VolumeScores, scorer: AnomalyScorer, beta: float) -> np.ndarray:
+    """AS of a scored volume with weight ``beta`` (the networks are not run again): ``[Z, Y, X]``."""
+    if not 0.0 <= beta <= 1.0:
+        raise InputError(None, f"beta must be in [0, 1], got {beta}")
+    probability = None if volume.segmentation_probability is None else torch.from_numpy(volume.segmentation_probability)
+    config = dataclasses.replace(scorer.config, beta=beta)
+    return combined_score(torch.from_numpy(volume.reconstruction_term), probability,
+                          torch.from_numpy(volume.mask), config).numpy()
 
 
 def apply_calibration(bundle: ModelBundle, result: CalibrationResult) -> ModelBundle:
@@ -161,6 +207,7 @@ def calibrate_bundle(
     precision: str = "auto",
     seed: int = 0,
     rates: Sequence[float] = DEFAULT_FPR_RATES,
+    beta_candidates: Sequence[float] = (),
 ) -> tuple[Path, CalibrationResult]:
     """``anomalyseg calibrate``: calibrate the bundle ``model`` and write it (in place, or to ``out``).
 
@@ -178,7 +225,7 @@ def calibrate_bundle(
     validation_cases = load_case_folder(validation, need_labels=True)
     healthy_cases = load_case_folder(healthy, need_labels=False) if healthy is not None else []
     scorer = AnomalyScorer.from_bundle(bundle, device, precision)
-    result = calibrate(scorer, validation_cases, healthy_cases, rates, seed)
+    result = calibrate(scorer, validation_cases, healthy_cases, rates, seed, beta_candidates)
     written = save_bundle(apply_calibration(bundle, result), target, overwrite=True if out is None else overwrite)
     return written, result
 
@@ -189,6 +236,9 @@ def describe(result: CalibrationResult) -> str:
         f"threshold {result.threshold:.6g}: Dice {result.validation_dice:.4f} on the pooled voxels of "
         f"{len(result.validation_cases)} validation volume(s)"
     ]
+    if result.beta is not None:
+        searched = ", ".join(f"{beta:g}: {value:.4f}" for beta, value in result.beta_search.items())
+        lines.append(f"beta {result.beta:g} chosen (pooled validation Dice per beta: {searched})")
     for case_id, metrics in result.per_case.items():
         lines.append(
             f"  {case_id}: Dice {metrics['dice']:.4f}, best Dice {metrics['best_dice']:.4f}, "

@@ -60,7 +60,7 @@ def test_fpr_thresholds_hand_checked():
 
 
 @pytest.fixture(scope="module")
-def untrained_scorer() -> AnomalyScorer:
+def untrained_bundle() -> ModelBundle:
     """Real (untrained, seeded) networks of the tiny configs: calibration does not depend on model quality."""
     torch.manual_seed(0)
     spec = ReconSpec.from_dict(load_config("recon_tiny")["model"])
@@ -68,7 +68,12 @@ def untrained_scorer() -> AnomalyScorer:
     bundle = ModelBundle(description={"noise_levels": [250, 500, 750], "scoring": {"beta": 0.5}})
     bundle.add_component(RECON_COMPONENT, spec.to_dict(), build_network(spec).state_dict())
     bundle.add_component(SEG_COMPONENT, seg_config.to_dict(), SegUnet(seg_config).state_dict())
-    return AnomalyScorer.from_bundle(bundle, "cpu", "fp32")
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def untrained_scorer(untrained_bundle) -> AnomalyScorer:
+    return AnomalyScorer.from_bundle(untrained_bundle, "cpu", "fp32")
 
 
 def _with_bright_ball(case: ModelSpaceCase) -> ModelSpaceCase:
@@ -106,6 +111,32 @@ def test_calibrate_on_real_volumes_reproduces_its_dice(untrained_scorer, healthy
     assert scoring["calibration"]["validation_dice"] == result.validation_dice
     assert scoring["calibration"]["healthy_cases"] == [healthy_cases[2].case_id]
     assert "threshold" in describe(result)
+
+
+def test_calibrate_chooses_beta_on_validation(untrained_bundle, untrained_scorer, healthy_cases):
+    validation = [_with_bright_ball(case) for case in healthy_cases[:2]]
+    result = calibrate(untrained_scorer, validation, seed=3, beta_candidates=(0.0, 0.5, 1.0))
+    assert set(result.beta_search) == {0.0, 0.5, 1.0}
+    assert result.beta_search[result.beta] == max(result.beta_search.values())
+    assert result.validation_dice == pytest.approx(result.beta_search[result.beta], abs=1e-12)
+    # The untrained SegUnet is noise: the reconstruction term alone finds the bright ball best.
+    assert result.beta_search[1.0] > result.beta_search[0.0]
+
+    calibrated = apply_calibration(untrained_bundle, result)
+    assert calibrated.description["scoring"]["beta"] == result.beta
+    assert set(calibrated.description["scoring"]["calibration"]["beta_search"]["validation_dice"]) == {"0", "0.5", "1"}
+    rescorer = AnomalyScorer.from_bundle(calibrated, "cpu", "fp32")
+    assert rescorer.config.beta == result.beta
+    pooled = np.concatenate([rescorer.score(c.image, c.mask, seed=3).anomaly_score.ravel() for c in validation])
+    truth = np.concatenate([c.labels.ravel() for c in validation])
+    assert dice(pooled > result.threshold, truth) == pytest.approx(result.validation_dice, abs=1e-12)
+    assert "beta" in describe(result)
+
+    with pytest.raises(InputError, match="beta"):
+        calibrate(untrained_scorer, validation, beta_candidates=(1.5,))
+    stage1_only = AnomalyScorer(untrained_scorer.reconstructor, None)
+    with pytest.raises(InputError, match="Stage II"):
+        calibrate(stage1_only, validation, beta_candidates=(0.5,))
 
 
 def test_calibrate_refuses_cases_without_labels(untrained_scorer, healthy_cases):

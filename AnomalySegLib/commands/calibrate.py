@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--fpr", type=float, nargs="+", default=list(DEFAULT_FPR_RATES), metavar="RATE",
         help="voxel false-positive rates for the healthy thresholds (default: %(default)s)",
     )
+    parser.add_argument(
+        "--beta", type=float, nargs="+", default=[], metavar="BETA",
+        help="choose the reconstruction term's weight in the anomaly score among these values (in [0, 1]) "
+        "by pooled validation Dice (default: keep the bundle's)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Stage I noise seed (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     written, result = calibrate_bundle(
         args.model, args.val, args.healthy, args.out,
         overwrite=args.overwrite, device=args.device, precision=args.precision, seed=args.seed,
-        rates=tuple(args.fpr),
+        rates=tuple(args.fpr), beta_candidates=tuple(args.beta),
     )
     print(describe(result))
     print(written)
