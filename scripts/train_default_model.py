@@ -8,9 +8,11 @@ Recipe (every step uses the engine's own functions; nothing here is specific to 
    preprocess them into model space (cached under ``--work``, keyed by the preprocessing spec);
 2. hold one volume out (:data:`HELD_OUT`) for validation and threshold calibration;
 3. Stage I: the ``recon_cpu`` cDDPM with the paper's augmentation made stronger (there are few subjects);
-4. Stage II: the ``seg_cpu`` SegUnet on DRAEM synthetic anomalies;
-5. calibration: the "val" threshold on the held-out volume with seeded DRAEM anomalies, the healthy
-   false-positive-rate presets on all healthy volumes;
+4. Stage II: the ``seg_cpu`` SegUnet on synthetic anomalies: DRAEM textures and, for a share
+   :data:`LESION_FRACTION` of the slices, lesion-like blobs (:class:`LesionAnomalyGenerator`);
+5. calibration on the held-out volume with the same seeded synthetic anomalies: the score weight β
+   (among :data:`BETA_CANDIDATES`) and the "val" threshold; then the healthy false-positive-rate presets
+   on healthy volumes (:data:`FPR_VOLUMES`);
 6. the bundle, fp16 weights, ``description["name"] = "anomalyseg-default-t1"``.
 
 Budget: each stage trains in chunks; the seconds per step are measured on the first chunk and every
@@ -41,7 +43,6 @@ import numpy as np
 import torch
 
 from AnomalySegLib import sample_data
-from AnomalySegLib.anomalies import DraemAnomalyGenerator
 from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
 from AnomalySegLib.calibration import apply_calibration, calibrate, describe
 from AnomalySegLib.device import describe as describe_device, choose_device
@@ -52,7 +53,7 @@ from AnomalySegLib.scoring.volume import AnomalyScorer
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from AnomalySegLib.training.config import load_config
 from AnomalySegLib.training.recon_training import train_recon
-from AnomalySegLib.training.seg_training import train_seg
+from AnomalySegLib.training.seg_training import anomaly_generator, train_seg
 
 LOG = logging.getLogger("train_default_model")
 
@@ -94,6 +95,12 @@ STRONG_AUGMENTATION = {
     "ghost_intensity_range": [0.5, 1.0],
     "ghost_restore_fraction": 0.02,
 }
+#: Share of Stage II's synthetic slices given a lesion-like blob instead of a DRAEM texture. DRAEM
+#: alone taught the first default model foreign textures only: it did not fire on solid tumours.
+LESION_FRACTION = 0.5
+#: β (weight of the SSIM term in the anomaly score) is chosen among these on the held-out validation
+#: volume: the paper's plain sum (0.5) assumes a sharp Stage I, which a CPU-trained one is not.
+BETA_CANDIDATES = (0.0, 0.25, 0.5, 0.75, 1.0)
 CALIBRATION_DRAWS = 2  # held-out volume copies with different DRAEM anomalies
 CALIBRATION_SEED = 2024
 CHUNK_SECONDS = 600.0  # longest training chunk between two budget checks
@@ -216,15 +223,16 @@ def last_metrics(work_dir: Path) -> dict:
     return latest
 
 
-def calibration_cases(held_out: ModelSpaceCase) -> list[ModelSpaceCase]:
-    """The held-out volume with seeded DRAEM anomalies (slice-wise, inside the brain), ``CALIBRATION_DRAWS`` times."""
-    generator = DraemAnomalyGenerator()
+def calibration_cases(held_out: ModelSpaceCase, seg_config: dict) -> list[ModelSpaceCase]:
+    """The held-out volume with Stage II's seeded synthetic anomalies (slice-wise, inside the brain),
+    ``CALIBRATION_DRAWS`` times."""
+    generator = anomaly_generator(seg_config)
     images = torch.from_numpy(held_out.image)[:, None]
     masks = torch.from_numpy(held_out.mask)[:, None]
     cases = []
     for draw in range(CALIBRATION_DRAWS):
         anomalies = generator(images, masks, torch.Generator().manual_seed(CALIBRATION_SEED + draw))
-        cases.append(ModelSpaceCase(f"{held_out.case_id}_draem{draw}", anomalies.images[:, 0].numpy(),
+        cases.append(ModelSpaceCase(f"{held_out.case_id}_synthetic{draw}", anomalies.images[:, 0].numpy(),
                                     held_out.mask, anomalies.masks[:, 0].numpy() > 0))
     return cases
 
@@ -279,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     seg_config = load_config("seg_cpu")
     seg_config["name"] = "seg_cpu (default model)"
+    seg_config["lesions"] = {"fraction": LESION_FRACTION}
     seg_config["training"].update(precision=args.precision, batch_size=args.batch_size, validation_cases=1,
                                   validation_max_slices=32, augmentation=STRONG_AUGMENTATION,
                                   checkpoint_every=100, validate_every=10**9, log_every=10)
@@ -296,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     stage_start = time.perf_counter()
     scorer = AnomalyScorer.from_bundle(seg_bundle, device=args.device, precision="fp32")
     fpr_cases = [case for case in cases if case.case_id.split("_", 1)[1] in FPR_VOLUMES]
-    result = calibrate(scorer, calibration_cases(held_out), fpr_cases)
+    result = calibrate(scorer, calibration_cases(held_out, seg_config), fpr_cases,
+                       beta_candidates=BETA_CANDIDATES)
     LOG.info("calibration: %s", describe(result))
     bundle = apply_calibration(seg_bundle, result)
     wall["calibration_s"] = time.perf_counter() - stage_start
