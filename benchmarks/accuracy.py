@@ -47,7 +47,7 @@ from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_report import machine, write_section  # noqa: E402
+from benchmark_report import machine, publish  # noqa: E402
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 TUMOUR_CASES = {"mrbraintumor1": 9, "mrbraintumor2": 1}
@@ -172,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Per case (SADM): {per_case}.",
     ])
-    print(text)
-    if not args.no_write and (is_default or args.write):
-        write_section("accuracy", text)
-        print("written to BENCHMARKS.md, section 'accuracy'")
+    publish("accuracy", text, write=not args.no_write and (is_default or args.write))
     return 0
 
 

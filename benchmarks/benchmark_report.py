@@ -32,3 +32,11 @@ def write_section(name: str, text: str, path: Path = BENCHMARKS) -> None:
     else:
         updated = current.rstrip("\n") + "\n\n" + section + "\n"
     atomic_write_text(path, updated, overwrite=True)
+
+
+def publish(name: str, text: str, write: bool = True, path: Path = BENCHMARKS) -> None:
+    """Print a benchmark's section and, if ``write``, store it as section ``name`` of ``path``."""
+    print(text)
+    if write:
+        write_section(name, text, path)
+        print(f"written to {path}")

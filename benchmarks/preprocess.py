@@ -16,7 +16,7 @@ import time
 
 import SimpleITK as sitk
 
-from benchmark_report import BENCHMARKS, write_section
+from benchmark_report import publish
 
 from AnomalySegLib import sample_data
 from AnomalySegLib.device import cpu_model
@@ -77,10 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     totals, steps, info = measure(args.case, max(1, args.runs))
     text = section(args.case, totals, steps, info)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-        print(f"written to {BENCHMARKS}")
+    publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

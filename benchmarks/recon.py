@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmark_report import BENCHMARKS, write_section
+from benchmark_report import BENCHMARKS, publish
 
 from AnomalySegLib.device import describe
 from AnomalySegLib.diffusion.reconstruction import Reconstructor, build_network, reconstruct_volume
@@ -130,11 +130,7 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = run(args.configs, devices, args.cpu_slices, args.repeats, args.chunk)
-    section = markdown(rows, args.note)
-    print(section)
-    if not args.no_write:
-        write_section(SECTION, section, args.output)
-        print(f"written to {args.output}")
+    publish(SECTION, markdown(rows, args.note), write=not args.no_write, path=args.output)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark_report import BENCHMARKS, machine, write_section
+from benchmark_report import machine, publish
 
 from AnomalySegLib import sample_data
 from AnomalySegLib.bundle import load_bundle
@@ -102,10 +102,7 @@ def main() -> None:
         lines.append(f"| {stage} | {value:.2f} | {100 * value / totals:.0f} % |")
     lines.append(f"| **case total** (without process start and model loading) | {totals:.2f} | 100 % |")
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-        print(f"written to {BENCHMARKS}")
+    publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":
