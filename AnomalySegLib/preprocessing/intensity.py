@@ -44,13 +44,3 @@ def rescale_to_unit(image: sitk.Image, mask: sitk.Image, value_range: tuple[floa
     result.CopyInformation(image)
     return result
 
-
-def rescale_percentiles(image: sitk.Image, mask: sitk.Image, low: float = 1.0,
-                        high: float = 99.0) -> sitk.Image:
-    """Map the ``low``–``high`` percentile range of the voxels inside ``mask`` to [0, 1], clipped;
-    0 outside the mask. float32, same grid.
-
-    Raises:
-        ValueError: the mask is empty or the percentile range has no width (a constant image).
-    """
-    return rescale_to_unit(image, mask, percentile_range(image, mask, low, high))

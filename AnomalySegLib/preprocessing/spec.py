@@ -17,7 +17,6 @@ convention (anterior up, patient left on the right).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -202,9 +201,6 @@ class PreprocessingSpec:
         """A JSON-compatible dict (tuples become lists); :meth:`from_dict` reverses it."""
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessingSpec":
         """Build a spec from :meth:`to_dict` output; missing fields take defaults.
@@ -215,14 +211,6 @@ class PreprocessingSpec:
         if not isinstance(data, Mapping):
             raise SpecError("a preprocessing spec must be a JSON object")
         return _build(cls, data, prefix="")
-
-    @classmethod
-    def from_json(cls, text: str) -> "PreprocessingSpec":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise SpecError(f"not valid JSON ({error})") from error
-        return cls.from_dict(data)
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:

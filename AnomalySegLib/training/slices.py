@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from AnomalySegLib.errors import InputError
-from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase, list_cases, load_case
+from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
 
 
 @dataclass
@@ -53,10 +52,6 @@ class SliceSampler:
         if len(self.eligible) == 0:
             raise InputError(None, f"no slice has {min_brain_fraction:.0%} brain in cases {self.case_ids}")
 
-    @classmethod
-    def from_folder(cls, root: str | Path, min_brain_fraction: float = 0.05) -> SliceSampler:
-        return cls([load_case(folder) for folder in list_cases(root)], min_brain_fraction)
-
     def __len__(self) -> int:
         return len(self.eligible)
 
@@ -75,6 +70,3 @@ class SliceSampler:
             index=index,
         )
 
-    def all_slices(self) -> SliceBatch:
-        """Every eligible slice, in order (e.g. for validation)."""
-        return self.take(self.eligible)
