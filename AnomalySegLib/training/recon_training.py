@@ -210,7 +210,7 @@ def train_recon(
             "provenance": {
                 "stage1": {
                     "software": f"AnomalySeg {AnomalySegLib.__version__}",
-                    "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "config": config,
                     "training_cases": [case.case_id for case in train_cases],
                     "validation_cases": [case.case_id for case in validation_cases],
