@@ -23,6 +23,7 @@ into a :class:`ProgressEvent` (or ``None`` for any other output).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -145,10 +146,15 @@ class ProgressReporter:
             start += weight
         self._json_stream = json_stream
         self._bar: tqdm | None = None
+        self._log_redirect = contextlib.ExitStack()
         if progress_format == "tty":
             # Imported here: the Slicer module parses progress lines before the engine's packages exist.
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
+            # While the bar is drawn, console log lines go through tqdm.write, which lifts the bar,
+            # writes the line and redraws the bar below it (else both share one line).
+            self._log_redirect.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
             self._bar = tqdm(total=cases, unit="case", file=tty_stream or sys.stderr, dynamic_ncols=True,
                              bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} cases [{elapsed}<{remaining}{postfix}]")
         self._case: str | None = None
@@ -230,6 +236,7 @@ class ProgressReporter:
                     "fraction": done_fraction})
         if self._bar is not None:
             self._bar.close()
+        self._log_redirect.close()
 
     def _require_case(self) -> str:
         if self._case is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import queue
 import signal
@@ -256,3 +257,25 @@ def test_cancel_kills_the_child_and_the_processes_it_started():
         time.sleep(0.05)
     assert not _alive(child) and not _alive(grandchild)
     runner.cancel()  # cancelling a finished run is harmless
+
+
+def test_log_lines_do_not_share_a_line_with_the_tty_bar(monkeypatch):
+    # The console handler of ``anomalyseg`` logs to stderr, where the bar is drawn: each log line must
+    # start on a line of its own, not after the bar's text.
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    monkeypatch.setattr(root, "level", logging.INFO)
+    try:
+        with ProgressReporter("tty", cases=2) as progress:
+            progress.start_case("case1")
+            progress.update("reconstruct", 0.5)
+            logging.getLogger("AnomalySegLib.test").info("halfway through case1")
+        assert handler in root.handlers  # the console handler is back once the bar is gone
+    finally:
+        root.removeHandler(handler)
+    lines = [line.split("\r")[-1] for line in stderr.getvalue().split("\n")]
+    assert "INFO AnomalySegLib.test: halfway through case1" in lines
