@@ -47,7 +47,7 @@ from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_report import machine, publish  # noqa: E402
+from benchmark_report import machine, publish, shown_path  # noqa: E402
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 TUMOUR_CASES = {"mrbraintumor1": 9, "mrbraintumor2": 1}
@@ -155,11 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         "## Accuracy (paper metrics, model grid 96×96×50)",
         "",
-        f"Model `{name}` (`{model}`), threshold {threshold_text}; measured "
+        f"Model `{name}` (`{shown_path(model)}`), threshold {threshold_text}; measured "
         f"{datetime.date.today().isoformat()} on {load}. Preprocessing {preprocessing_s:.0f} s (cached "
         f"afterwards), scoring {scoring_s:.0f} s for {len(tumour) + len(synthetic) + len(hosts)} volumes.",
         "",
-        "Command: `.venv/bin/python benchmarks/accuracy.py" + ("" if is_default else f" --model {model}") + "`",
+        "Command: `.venv/bin/python benchmarks/accuracy.py" + ("" if is_default else f" --model {shown_path(model)}") + "`",
         "",
         "Sets: **tumour** = MRBrainTumor1 (label 9) + MRBrainTumor2 (label 1), never trained on; **synthetic** = "
         f"slice-wise DRAEM anomalies ({SYNTHETIC_DRAWS} seeded draws) on {', '.join(HEALTHY_HOSTS)}; **healthy FPR** "

@@ -12,13 +12,23 @@ from pathlib import Path
 from AnomalySegLib.device import cpu_model
 from AnomalySegLib.io.atomic import atomic_write_text
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+REPOSITORY = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPOSITORY / "BENCHMARKS.md"
 
 
 def machine() -> str:
     """One line naming the machine: cores, processor, load average when measured."""
     return (f"{os.cpu_count()} CPU cores (`nproc`), {cpu_model()}, load average {os.getloadavg()[0]:.1f} "
             f"at the start")
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as BENCHMARKS.md shows it: relative to the repository (no machine's absolute paths);
+    a path outside the repository by its name only."""
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(REPOSITORY):
+        return resolved.relative_to(REPOSITORY).as_posix()
+    return f"<outside the repository>/{resolved.name}"
 
 
 def write_section(name: str, text: str, path: Path = BENCHMARKS) -> None:

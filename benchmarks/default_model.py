@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from benchmark_report import publish
+from benchmark_report import publish, shown_path
 
 from AnomalySegLib import sample_data
 from AnomalySegLib.device import cpu_model
@@ -87,7 +87,7 @@ def section(model: Path, segmenter: AnomalySegmenter, rows: dict[str, dict]) -> 
     lines = [
         "## Default model on the tumour cases (`benchmarks/default_model.py`)",
         "",
-        f"Model `{segmenter.model_name}` (`{model}`), seed {segmenter.seed}, device {segmenter.device}. "
+        f"Model `{segmenter.model_name}` (`{shown_path(model)}`), seed {segmenter.seed}, device {segmenter.device}. "
         "Neither case was used for training or calibration. Model grid: 96×96×50 (the paper's protocol); "
         "native grid: the original file through `AnomalySegmenter.segment_file`, maps restored to the input "
         f"grid. Thresholds: {thresholds}. ⌈Dice⌉ uses the best (oracle) threshold per volume; "

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark_report import machine, publish
+from benchmark_report import machine, publish, shown_path
 
 from AnomalySegLib import sample_data
 from AnomalySegLib.bundle import load_bundle
@@ -82,7 +82,7 @@ def main() -> None:
         "## End-to-end segmentation (`benchmarks/segment.py`)",
         "",
         f"`anomalyseg segment` on MRBrainTumor1 (256×256×112) with the model `{bundle.description.get('name', model.name)}`"
-        f" (`{model}`), device `{args.device}`, torch {torch.__version__}. Machine: {host}. "
+        f" (`{shown_path(model)}`), device `{args.device}`, torch {torch.__version__}. Machine: {host}. "
         f"Measured {time.strftime('%Y-%m-%d')}; medians.",
         "",
         f"**Single case, whole command (process start, imports, model loading, all outputs): median {median:.1f} s** "
