@@ -56,7 +56,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     """The autocast dtype for ``precision`` on ``device``; ``None`` means plain fp32.
 
     ``auto`` is bf16 on GPUs that support it (fp16 otherwise) and fp32 on CPU/MPS (bf16 on CPU is
-    ~2× faster on some machines, DESIGN.md §7, but it is opt-in there).
+    ~2× faster on some machines, docs/design.md "Measured costs the code relies on", but it is
+    opt-in there).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")

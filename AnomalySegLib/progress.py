@@ -38,9 +38,10 @@ PROTOCOL_VERSION = 1
 PROGRESS_FORMATS = ("tty", "json")
 EVENTS = ("start", "progress", "case_done", "error", "done")
 
-# Stages of ``segment`` and their share of one case's time, estimated from the CPU timings of
-# DESIGN.md §7 for the CPU-sized model: preprocessing (N4 ~8 s, registration ~7 s) ~15 s, the three
-# denoiser passes ~6 s, the SegUnet passes ~4 s, scoring and restoring a few seconds.
+# Stages of ``segment`` and their share of one case's time, estimated from the CPU timings of the
+# CPU-sized model (docs/design.md, "Measured costs the code relies on"): preprocessing (N4 ~8 s,
+# registration ~7 s) ~15 s, the three denoiser passes ~6 s, the SegUnet passes ~4 s, scoring and
+# restoring a few seconds.
 SEGMENT_STAGES: dict[str, float] = {
     "load": 0.03,
     "preprocess": 0.50,

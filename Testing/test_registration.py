@@ -1,4 +1,4 @@
-"""Affine registration recovers a known random affine of the template (DESIGN.md §1 "Preprocessing")."""
+"""Affine registration recovers a known random affine of the template (docs/design.md, "Preprocessing")."""
 
 from __future__ import annotations
 

@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         f"slice-wise DRAEM anomalies ({SYNTHETIC_DRAWS} seeded draws) on {', '.join(HEALTHY_HOSTS)}; **healthy FPR** "
         f"= in-brain voxel false-positive rate on those volumes unchanged. Mean ± std over volumes, in %. "
         "`itk_kmeans_t1` also calibrated the default model's thresholds, so its Dice@val and FPR are optimistic. "
-        "Compare with the paper's table (DESIGN.md §1, `docs/evaluation.md`) only loosely: 2 tumour volumes of "
-        "one patient, not 5 folds of BraTS21.",
+        "Compare with the paper's table (`docs/evaluation.md`, \"The paper's results\") only loosely: "
+        "2 tumour volumes of one patient, not 5 folds of BraTS21.",
         "",
         body,
         "",

@@ -109,7 +109,7 @@ def importResults(
 
 
 def styleAnomalySegment(segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str) -> None:
-    """Give the segment the engine's name, colour and terminology (DESIGN.md §5)."""
+    """Give the segment the engine's name, colour and terminology (docs/design.md, "The engine and the Slicer module")."""
     from AnomalySegLib.io.segmentation_io import ANOMALY_SEGMENT
 
     segment = segmentationNode.GetSegmentation().GetSegment(segmentId)

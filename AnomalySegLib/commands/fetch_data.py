@@ -1,4 +1,5 @@
-"""``anomalyseg fetch-data``: download the real brain MRI of DESIGN.md §4 into the cache."""
+"""``anomalyseg fetch-data``: download the real brain MRI into the cache
+(docs/design.md, "Test and training data")."""
 
 from __future__ import annotations
 

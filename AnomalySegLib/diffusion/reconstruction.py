@@ -31,7 +31,8 @@ from AnomalySegLib.networks.denoiser import Denoiser
 DEFAULT_NOISE_LEVELS = (250, 500, 750)
 RECON_COMPONENT = "recon"
 # Peak activation memory of one 96×96 slice through DiffusionModelUNet, per first-level channel, in
-# bytes: calibrated on DESIGN.md §7 (96 slices of the (128, 256, 256) model peak at ~7 GB in fp32).
+# bytes: calibrated on 96 slices of the (128, 256, 256) model peaking at ~7 GB in fp32 (docs/design.md,
+# "Measured costs the code relies on").
 _BYTES_PER_PIXEL_CHANNEL_FP32 = 64
 
 

@@ -72,7 +72,7 @@ class Terminology:
         return terminology_entry_to_string(self.to_slicerio())
 
 
-#: DESIGN.md §5: a morphologically altered structure (mass) in the brain.
+#: docs/design.md, "The engine and the Slicer module": a morphologically altered structure (mass) in the brain.
 ANOMALY_TERMINOLOGY = Terminology(
     category=("SCT", "49755003", "Morphologically Altered Structure"),
     type=("SCT", "4147007", "Mass"),

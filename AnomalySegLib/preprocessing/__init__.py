@@ -1,4 +1,4 @@
-"""Bring a brain MRI into the model's space (DESIGN.md §1 "Preprocessing") and map results back.
+"""Bring a brain MRI into the model's space (docs/design.md, "Preprocessing") and map results back.
 
 Public API::
 

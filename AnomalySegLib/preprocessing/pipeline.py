@@ -1,4 +1,4 @@
-"""The preprocessing pipeline: a native brain MRI → model space (DESIGN.md §1 "Preprocessing").
+"""The preprocessing pipeline: a native brain MRI → model space (docs/design.md, "Preprocessing").
 
 Steps (each a tested function in its own module):
 
