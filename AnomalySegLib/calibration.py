@@ -36,7 +36,7 @@ from AnomalySegLib.preprocessing.case_folder import LABELS_FILE, ModelSpaceCase
 from AnomalySegLib.scoring.thresholds import bisection_dice_threshold, fpr_thresholds
 from AnomalySegLib.scoring.anomaly_score import combined_score
 from AnomalySegLib.scoring.volume import SCORING_SECTION, AnomalyScorer, VolumeScores
-from AnomalySegLib.training.seg_training import load_case_folder
+from AnomalySegLib.preprocessing.case_folder import load_case_folder
 
 LOG = logging.getLogger(__name__)
 DEFAULT_FPR_RATES = (0.01, 0.05, 0.10)

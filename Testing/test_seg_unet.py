@@ -55,7 +55,7 @@ def test_bad_inputs_are_refused():
         network(torch.rand(1, 1, 30, 32), torch.rand(1, 1, 30, 32))
     with pytest.raises(ValueError, match="needs the reconstructions"):
         network(torch.rand(1, 1, 32, 32))
-    with pytest.raises(ValueError, match="unknown SegUnet settings"):
+    with pytest.raises(ValueError, match=r"unknown SegUnet spec field\(s\): widht"):
         SegUnetConfig.from_dict({"depth": 3, "widht": 8})
     with pytest.raises(ValueError, match="inputs must be"):
         SegUnetConfig(inputs="residual")

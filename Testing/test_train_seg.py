@@ -36,7 +36,8 @@ from AnomalySegLib.training.config import load_config
 from AnomalySegLib.training.distributed import DistributedContext
 from AnomalySegLib.training.loop import METRICS_FILE
 from AnomalySegLib.training.recon_training import train_recon
-from AnomalySegLib.training.seg_training import parse_seg_config, train_seg
+from AnomalySegLib.training.seg_config import parse_seg_config
+from AnomalySegLib.training.seg_training import train_seg
 
 HELD_OUT = "sri24_t1_brain"  # last case id: held out by both stages' split
 CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))

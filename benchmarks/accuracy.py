@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from AnomalySegLib import sample_data
@@ -42,7 +41,7 @@ from AnomalySegLib.evaluation import EvaluationResult, evaluate_cases, resolve_t
 from AnomalySegLib.evaluation.evaluate import VARIANT_NAMES
 from AnomalySegLib.pipeline import default_model_path
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
-from AnomalySegLib.preprocessing.pipeline import preprocess_file
+from AnomalySegLib.preprocessing.model_space_cache import cached_case
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
@@ -71,20 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def preprocessed(name: str, work: Path, labels: tuple[str, int] | None = None) -> ModelSpaceCase:
-    """``name`` from :mod:`sample_data` in model space, cached as ``work/<name>.npz``."""
-    stored = work / f"{name}.npz"
-    if not stored.is_file():
-        labels_path, value = (None, None) if labels is None else (sample_data.fetch(labels[0]), [labels[1]])
-        case = preprocess_file(sample_data.fetch(name), labels_path=labels_path, label_values=value,
-                               spec=PreprocessingSpec())
-        image, mask, truth = case.arrays()
-        work.mkdir(parents=True, exist_ok=True)
-        partial = work / f".{name}.partial.npz"
-        np.savez_compressed(partial, image=image, mask=mask, **({} if truth is None else {"labels": truth}))
-        partial.replace(stored)
-    with np.load(stored, allow_pickle=False) as arrays:
-        truth = arrays["labels"].astype(bool) if "labels" in arrays else None
-        return ModelSpaceCase(name, arrays["image"], arrays["mask"].astype(bool), truth)
+    """``name`` from :mod:`sample_data` in model space, cached under ``work`` (keyed by the spec)."""
+    labels_path, values = (None, None) if labels is None else (sample_data.fetch(labels[0]), [labels[1]])
+    return cached_case(name, sample_data.fetch(name), work, PreprocessingSpec(), labels_path, values)
 
 
 def with_draem(host: ModelSpaceCase, draw: int) -> ModelSpaceCase:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Train the bundled default model (``Resources/Models/default``) from the healthy T1 volumes that the
-package registries provide (DESIGN.md §4), within a wall-clock budget, on CPU or GPU.
+package registries provide (docs/design.md, "Test and training data"), within a wall-clock budget, on CPU or GPU.
 
 Recipe (every step uses the engine's own functions; nothing here is specific to one machine):
 
@@ -30,30 +30,29 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from AnomalySegLib import sample_data
-from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
+from AnomalySegLib.bundle import load_bundle, save_bundle
 from AnomalySegLib.calibration import apply_calibration, calibrate, describe
 from AnomalySegLib.device import describe as describe_device, choose_device
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
-from AnomalySegLib.preprocessing.pipeline import preprocess_file
+from AnomalySegLib.preprocessing.model_space_cache import cached_case
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.scoring.volume import AnomalyScorer
-from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from AnomalySegLib.training.budget import StageBudget
 from AnomalySegLib.training.config import load_config
 from AnomalySegLib.training.recon_training import train_recon
-from AnomalySegLib.training.seg_training import anomaly_generator, train_seg
+from AnomalySegLib.training.seg_config import anomaly_generator
+from AnomalySegLib.training.seg_training import train_seg
 
 LOG = logging.getLogger("train_default_model")
 
@@ -103,8 +102,6 @@ LESION_FRACTION = 0.5
 BETA_CANDIDATES = (0.0, 0.25, 0.5, 0.75, 1.0)
 CALIBRATION_DRAWS = 2  # held-out volume copies with different DRAEM anomalies
 CALIBRATION_SEED = 2024
-CHUNK_SECONDS = 600.0  # longest training chunk between two budget checks
-FIRST_CHUNK_STEPS = 10  # steps that measure the seconds per step
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,24 +127,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def preprocess_volumes(names: tuple[str, ...], cache: Path) -> dict[str, ModelSpaceCase]:
     """Fetch and preprocess healthy volumes (``[50, 96, 96]`` arrays), cached by the preprocessing spec."""
-    spec = PreprocessingSpec()
-    key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-    folder = cache / key
-    folder.mkdir(parents=True, exist_ok=True)
     cases = {}
     for name in names:
         if name in NEVER_TRAIN_ON:
             raise ValueError(f"{name} is a test case; it must never be used for training")
-        stored = folder / f"{name}.npz"
-        if not stored.is_file():
-            start = time.perf_counter()
-            image, mask, _ = preprocess_file(sample_data.fetch(name), spec=spec).arrays()
-            partial = folder / f".{name}.partial.npz"
-            np.savez_compressed(partial, image=image, mask=mask)
-            partial.replace(stored)
-            LOG.info("preprocessed %s in %.1f s", name, time.perf_counter() - start)
-        with np.load(stored, allow_pickle=False) as arrays:
-            cases[name] = ModelSpaceCase(name, arrays["image"], arrays["mask"].astype(bool), None)
+        start = time.perf_counter()
+        cases[name] = cached_case(name, sample_data.fetch(name), cache, PreprocessingSpec())
+        LOG.info("%s ready in %.1f s", name, time.perf_counter() - start)
         check_case(cases[name])
     return cases
 
@@ -166,51 +152,6 @@ def check_case(case: ModelSpaceCase) -> None:
 
 def renamed(case: ModelSpaceCase, case_id: str) -> ModelSpaceCase:
     return ModelSpaceCase(case_id, case.image, case.mask, case.labels)
-
-
-class StageBudget:
-    """Trains one stage in chunks so that it ends within ``budget_s`` (time spent persists in ``state``).
-
-    The seconds per step are measured again in every process (a resumed run may run on another
-    machine); the step count comes from the stage's checkpoint, the time spent from ``budget.json``
-    (time after the last chunk of an interrupted run is lost, so a resumed stage may run a little longer).
-    """
-
-    def __init__(self, name: str, work_dir: Path, budget_s: float) -> None:
-        self.name = name
-        self.work_dir = work_dir
-        self.state_path = work_dir / "budget.json"
-        self.budget_s = budget_s
-        self.state = {"steps": 0, "seconds": 0.0, "done": False}
-        if self.state_path.is_file():
-            self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        if (work_dir / CHECKPOINT_FILE).is_file():
-            self.state["steps"] = int(load_checkpoint(work_dir / CHECKPOINT_FILE)["step"])
-
-    def run(self, train: Callable[[int, bool], tuple[ModelBundle, object]]) -> tuple[ModelBundle, object]:
-        """``train(max_steps, resume)`` → (bundle, outcome); called until the budget is used up."""
-        result = None
-        seconds_per_step = None
-        while True:
-            remaining = self.budget_s - self.state["seconds"]
-            if seconds_per_step is None:
-                target = self.state["steps"] + FIRST_CHUNK_STEPS
-            else:
-                more = int(min(remaining, CHUNK_SECONDS) / seconds_per_step)
-                if more < 1:
-                    break
-                target = self.state["steps"] + more
-            start = time.perf_counter()
-            result = train(target, self.state["steps"] > 0)
-            elapsed = time.perf_counter() - start
-            seconds_per_step = elapsed / max(result[1].step - self.state["steps"], 1)
-            self.state["seconds"] += elapsed
-            self.state["steps"] = result[1].step
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            self.state_path.write_text(json.dumps(self.state), encoding="utf-8")
-            LOG.info("%s: step %d, %.2f s/step, %.0f of %.0f s used", self.name, self.state["steps"],
-                     seconds_per_step, self.state["seconds"], self.budget_s)
-        return result
 
 
 def last_metrics(work_dir: Path) -> dict:
@@ -280,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         recon_bundle, _ = recon_budget.run(train_stage1)
         save_bundle(recon_bundle, recon_bundle_dir, overwrite=True)
-        recon_budget.state["done"] = True
-        recon_budget.state_path.write_text(json.dumps(recon_budget.state), encoding="utf-8")
+        recon_budget.mark_done()
     wall["stage1_s"] = time.perf_counter() - stage_start
     LOG.info("Stage I: %s", last_metrics(args.work / "recon"))
 

@@ -11,9 +11,11 @@ We write simplex noise ourselves because neither torch nor MONAI offers it (Gust
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
+
+from AnomalySegLib.spec_io import JsonSpec
 
 NOISE_KINDS = ("simplex", "gaussian")
 
@@ -28,7 +30,7 @@ _LATTICE_PERIOD = 256
 
 
 @dataclass(frozen=True)
-class NoiseSpec:
+class NoiseSpec(JsonSpec):
     """How to draw noise (stored in the model bundle).
 
     Attributes:
@@ -36,6 +38,8 @@ class NoiseSpec:
         octaves, persistence, frequency: simplex parameters (paper: 6, 0.8, 64; frequency in pixels,
             the wavelength of the coarsest octave).
     """
+
+    SPEC_NAME = "noise spec"
 
     kind: str = "simplex"
     octaves: int = 6
@@ -47,13 +51,6 @@ class NoiseSpec:
             raise ValueError(f"noise kind must be one of {NOISE_KINDS}, not {self.kind!r}")
         if self.octaves < 1 or self.frequency <= 0 or self.persistence <= 0:
             raise ValueError(f"invalid simplex noise parameters: {self}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> NoiseSpec:
-        return cls(**values)
 
 
 def sample_noise(

@@ -9,17 +9,21 @@ Iterative sampling (``DDPMScheduler.step``) is not needed: the method reconstruc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from monai.networks.schedulers import DDPMScheduler
+
+from AnomalySegLib.spec_io import JsonSpec
 
 SCHEDULE_NAMES = {"cosine": "cosine", "linear": "linear_beta"}
 
 
 @dataclass(frozen=True)
-class ScheduleSpec:
+class ScheduleSpec(JsonSpec):
     """Which schedule (stored in the model bundle). ``name``: ``"cosine"`` or ``"linear"``."""
+
+    SPEC_NAME = "diffusion schedule spec"
 
     name: str = "cosine"
     num_train_timesteps: int = 1000
@@ -27,13 +31,6 @@ class ScheduleSpec:
     def __post_init__(self) -> None:
         if self.name not in SCHEDULE_NAMES:
             raise ValueError(f"schedule must be one of {sorted(SCHEDULE_NAMES)}, not {self.name!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ScheduleSpec:
-        return cls(**values)
 
 
 class NoiseSchedule:

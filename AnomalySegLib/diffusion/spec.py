@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from AnomalySegLib.diffusion.noise import NoiseSpec
 from AnomalySegLib.diffusion.schedule import ScheduleSpec
 from AnomalySegLib.networks.denoiser import DenoiserSpec
+from AnomalySegLib.spec_io import JsonSpec
 
 OBJECTIVES = ("pred_x0",)
 
 
 @dataclass(frozen=True)
-class PatchSpec:
+class PatchSpec(JsonSpec):
     """pDDPM patches: side ``size`` in pixels of the network grid; test-time tiling step ``stride``."""
+
+    SPEC_NAME = "pDDPM patch spec"
 
     size: int = 48
     stride: int = 48
@@ -24,12 +27,14 @@ class PatchSpec:
 
 
 @dataclass(frozen=True)
-class ReconSpec:
+class ReconSpec(JsonSpec):
     """A Stage I model: network, slice grid, diffusion schedule, noise, patches (pDDPM only).
 
     ``image_size`` ``(H, W)`` is the grid the network runs on; slices of another size are resized to
     it (area averaging) and the reconstruction back (bilinear), e.g. a 48×48 model on 96×96 slices.
     """
+
+    SPEC_NAME = "Stage I model spec"
 
     denoiser: DenoiserSpec = field(default_factory=DenoiserSpec)
     image_size: tuple[int, int] = (96, 96)
@@ -49,25 +54,3 @@ class ReconSpec:
         levels = len(self.denoiser.unet.channels) - 1
         if any(side % (2**levels) for side in self.image_size):
             raise ValueError(f"image_size {self.image_size} must be divisible by {2**levels} for this U-Net")
-
-    def to_dict(self) -> dict:
-        return {
-            "denoiser": self.denoiser.to_dict(),
-            "image_size": list(self.image_size),
-            "schedule": self.schedule.to_dict(),
-            "noise": self.noise.to_dict(),
-            "patch": asdict(self.patch) if self.patch else None,
-            "objective": self.objective,
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ReconSpec:
-        """Inverse of :meth:`to_dict`; raises ``KeyError``/``TypeError``/``ValueError`` on bad input."""
-        return cls(
-            denoiser=DenoiserSpec.from_dict(values["denoiser"]),
-            image_size=tuple(values["image_size"]),
-            schedule=ScheduleSpec.from_dict(values["schedule"]),
-            noise=NoiseSpec.from_dict(values["noise"]),
-            patch=PatchSpec(**values["patch"]) if values.get("patch") else None,
-            objective=values.get("objective", "pred_x0"),
-        )

@@ -10,24 +10,27 @@ vector as ``class_labels``. This is the only departure from MONAI's network; not
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
 from AnomalySegLib.networks.encoder import build_encoder
+from AnomalySegLib.spec_io import JsonSpec
 
 RECON_KINDS = ("cddpm", "ddpm", "pddpm")
 
 
 @dataclass(frozen=True)
-class UNetSpec:
+class UNetSpec(JsonSpec):
     """Width and depth of the denoising U-Net (paper: channels (128, 256, 256), 3 res blocks).
 
     Attention is in the middle block only (MONAI always puts attention there); ``attention_levels``
     adds it to further levels.
     """
+
+    SPEC_NAME = "Stage I U-Net spec"
 
     channels: tuple[int, ...] = (128, 256, 256)
     num_res_blocks: int = 3
@@ -40,23 +43,16 @@ class UNetSpec:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "attention_levels", tuple(bool(v) for v in levels))
 
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["channels"] = list(self.channels)
-        values["attention_levels"] = list(self.attention_levels)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> UNetSpec:
-        return cls(**values)
-
 
 @dataclass(frozen=True)
-class DenoiserSpec:
+class DenoiserSpec(JsonSpec):
     """Network part of a Stage I model: ``kind`` ``"cddpm"`` (conditioned), ``"ddpm"``, ``"pddpm"``.
 
-    ``encoder`` and ``cond_dim`` are used by ``"cddpm"`` only (see :func:`build_encoder`).
+    ``encoder`` and ``cond_dim`` are used by ``"cddpm"`` only (see :func:`build_encoder`); ``encoder``
+    is free-form (the settings of :func:`build_encoder`).
     """
+
+    SPEC_NAME = "Stage I denoiser spec"
 
     kind: str = "cddpm"
     unet: UNetSpec = field(default_factory=UNetSpec)
@@ -74,23 +70,6 @@ class DenoiserSpec:
     @property
     def conditioned(self) -> bool:
         return self.kind == "cddpm"
-
-    def to_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "unet": self.unet.to_dict(),
-            "encoder": dict(self.encoder) if self.encoder else None,
-            "cond_dim": self.cond_dim,
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DenoiserSpec:
-        return cls(
-            kind=values["kind"],
-            unet=UNetSpec.from_dict(values["unet"]),
-            encoder=values.get("encoder"),
-            cond_dim=int(values.get("cond_dim", 512)),
-        )
 
 
 class Denoiser(nn.Module):

@@ -11,19 +11,21 @@ Shapes: images ``[B, 1, H, W]`` with H and W divisible by ``2^(depth−1)`` (96�
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
 
+from AnomalySegLib.spec_io import JsonSpec
+
 SegInputs = Literal["residual_and_input", "input"]
 
 
 @dataclass(frozen=True)
-class SegUnetConfig:
+class SegUnetConfig(JsonSpec):
     """Architecture of a :class:`SegUnet` (stored in model bundles as a dict).
 
     Attributes:
@@ -31,6 +33,8 @@ class SegUnetConfig:
         base_channels: channels of the first level, doubled per level (paper: 64 → 64…512).
         inputs: ``"residual_and_input"`` (SADMres, siamese) or ``"input"`` (U-Net-only ablation).
     """
+
+    SPEC_NAME = "SegUnet spec"
 
     depth: int = 4
     base_channels: int = 64
@@ -47,17 +51,6 @@ class SegUnetConfig:
         """Encoder channels per level, e.g. (64, 128, 256, 512)."""
         return tuple(self.base_channels * 2**level for level in range(self.depth))
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SegUnetConfig":
-        """Build from a dict, rejecting unknown keys (a typo must not silently change the network)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown SegUnet settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**values)
 
 
 def _groups(channels: int) -> int:

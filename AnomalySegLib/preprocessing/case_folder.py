@@ -16,6 +16,7 @@ place), so a failure never leaves a half-written case behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,8 @@ MASK_FILE = "mask.nii.gz"
 LABELS_FILE = "labels.nii.gz"
 TRANSFORM_FILE = "transform.tfm"
 INFO_FILE = "preprocessing.json"
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,25 @@ def load_case(folder: str | Path) -> ModelSpaceCase:
     return ModelSpaceCase(case_id=folder.name, image=image, mask=mask, labels=labels)
 
 
+def load_case_folder(root: str | Path, need_labels: bool) -> list[ModelSpaceCase]:
+    """Every preprocessed case under ``root``; with ``need_labels`` each must have ``labels.nii.gz``.
+
+    Raises:
+        InputError: no case under ``root``, an unreadable case, or (``need_labels``) a case without labels.
+    """
+    cases = []
+    for folder in list_cases(root):
+        case = load_case(folder)
+        if need_labels and case.labels is None:
+            raise InputError(
+                folder, f"has no {LABELS_FILE}; preprocess labelled cases with 'anomalyseg preprocess --labels'"
+            )
+        if need_labels and not np.any(case.labels):
+            LOG.warning("%s: labels are empty (a healthy case among the labelled ones)", folder)
+        cases.append(case)
+    return cases
+
+
 def _read_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(path, "missing from the preprocessed case folder")
@@ -109,6 +131,14 @@ def read_info(folder: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(path, f"is not valid JSON ({error})") from error
+
+
+def recorded_preprocessing(folder: str | Path) -> dict[str, Any]:
+    """The preprocessing spec that ``anomalyseg preprocess`` recorded for a case (``{}`` if none)."""
+    if not (Path(folder) / INFO_FILE).is_file():
+        return {}
+    info = read_info(folder)
+    return info.get("spec", info) if isinstance(info, dict) else {}
 
 
 def write_case(case: "PreprocessedCase", folder: str | Path, overwrite: bool = False) -> Path:

@@ -2,7 +2,7 @@
 
 A :class:`PreprocessingSpec` is stored inside every model bundle and every preprocessed case, so that
 inference repeats exactly what training saw. Defaults follow the paper (Behrendt et al., MIDL 2024,
-DESIGN.md §1) except for the atlas: the paper registers to SRI24; we use the MNI ICBM152 2009c
+docs/design.md, "Preprocessing") except for the atlas: the paper registers to SRI24; we use the MNI ICBM152 2009c
 symmetric template because it ships a skull-on T1, a skull-stripped T1 and a brain mask (needed to
 derive a brain mask for skull-on input without HD-BET), under a permissive licence.
 
@@ -16,18 +16,14 @@ convention (anterior up, patient left on the right).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+
+from AnomalySegLib.spec_io import JsonSpec, SpecError
 
 SPEC_VERSION = 1
 
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-
-
-class SpecError(ValueError):
-    """A preprocessing spec has an invalid or unknown field (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -164,15 +160,17 @@ class RegistrationSpec:
 
 
 @dataclass(frozen=True)
-class PreprocessingSpec:
+class PreprocessingSpec(JsonSpec):
     """All parameters of :func:`AnomalySegLib.preprocessing.pipeline.preprocess_image`.
 
-    Paper defaults (DESIGN.md §1): 1 mm working resolution, N4, affine registration to an atlas,
+    Paper defaults (docs/design.md, "The method"): 1 mm working resolution, N4, affine registration to an atlas,
     curvature-flow denoising (time step 0.125, 3 iterations), 1st–99th percentile rescaling to [0, 1]
     inside the brain mask, 96×96×50 grid of 2 mm. ``antialias``: Gaussian smoothing of the native
     image before sampling the coarser model grid (σ = (model spacing − native spacing) / 2 per axis,
     the rule of scikit-image's ``rescale``), standing in for the paper's 1 mm crop + ×2 downsampling.
     """
+
+    SPEC_NAME = "preprocessing spec"
 
     version: int = SPEC_VERSION
     template: str = "icbm2009c"
@@ -196,51 +194,6 @@ class PreprocessingSpec:
         _check(self.denoise_iterations >= 0, "denoise_iterations", "must be ≥ 0")
         low, high = self.percentiles
         _check(0 <= low < high <= 100, "percentiles", "must be (low, high) with 0 ≤ low < high ≤ 100")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible dict (tuples become lists); :meth:`from_dict` reverses it."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessingSpec":
-        """Build a spec from :meth:`to_dict` output; missing fields take defaults.
-
-        Raises:
-            SpecError: unknown field, wrong version, or an invalid value.
-        """
-        if not isinstance(data, Mapping):
-            raise SpecError("a preprocessing spec must be a JSON object")
-        return _build(cls, data, prefix="")
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise SpecError(f"unknown preprocessing spec field(s): {', '.join(prefix + u for u in unknown)}")
-    values = {}
-    for name, value in data.items():
-        default = _default_of(fields[name])
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, Mapping):
-                raise SpecError(f"preprocessing spec field {prefix}{name} must be an object")
-            values[name] = _build(type(default), value, prefix=f"{prefix}{name}.")
-        elif isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)):
-                raise SpecError(f"preprocessing spec field {prefix}{name} must be a list")
-            values[name] = tuple(value)
-        else:
-            values[name] = value
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise SpecError(f"preprocessing spec {prefix or 'root'}: {error}") from error
-
-
-def _default_of(spec_field: dataclasses.Field) -> Any:
-    if spec_field.default_factory is not dataclasses.MISSING:
-        return spec_field.default_factory()
-    return spec_field.default
 
 
 def _check(condition: bool, name: str, problem: str) -> None:

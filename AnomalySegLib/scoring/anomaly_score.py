@@ -11,8 +11,7 @@ factor of 2 that does not change any threshold-free metric).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,10 +19,11 @@ import torch
 from AnomalySegLib.scoring.median import median_filter_3d
 from AnomalySegLib.scoring.postprocess import erode_mask, remove_small_components
 from AnomalySegLib.scoring.ssim import ssim_map_3d
+from AnomalySegLib.spec_io import JsonSpec
 
 
 @dataclass(frozen=True)
-class ScoringConfig:
+class ScoringConfig(JsonSpec):
     """How anomaly maps are computed and binarised (the bundle's "scoring" section holds these).
 
     Attributes:
@@ -34,6 +34,10 @@ class ScoringConfig:
         min_component_voxels: binary segmentations drop components smaller than this (0 = off).
     """
 
+    # Free-form: the bundle's section also holds the thresholds and calibration evidence.
+    SPEC_NAME = "scoring section"
+    FREE_FORM = True
+
     beta: float = 0.5
     ssim_sigma: float = 1.0
     median_kernel: int = 5
@@ -43,15 +47,6 @@ class ScoringConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ScoringConfig":
-        """Take the known keys of a bundle's "scoring" section (it also holds thresholds)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 def reconstruction_score(

@@ -10,16 +10,20 @@ along a random axis, leaving the centre of k-space untouched, which repeats fain
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, RandAdjustContrast, RandBiasField, RandGaussianSmooth
 
+from AnomalySegLib.spec_io import JsonSpec
+
 
 @dataclass(frozen=True)
-class AugmentationSpec:
+class AugmentationSpec(JsonSpec):
     """Probabilities and ranges (TorchIO's defaults, which the authors' code uses, where they apply)."""
+
+    SPEC_NAME = "augmentation spec"
 
     gamma_p: float = 0.5
     gamma_range: tuple[float, float] = (0.74, 1.35)  # exp(±0.3)
@@ -33,12 +37,6 @@ class AugmentationSpec:
     ghost_intensity_range: tuple[float, float] = (0.5, 1.0)
     ghost_restore_fraction: float = 0.02
 
-    def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> AugmentationSpec:
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
 
 
 class SliceAugmenter:

@@ -17,10 +17,7 @@ A configuration (``AnomalySegLib/configs/recon_*.json``)::
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import AnomalySegLib
-from AnomalySegLib.bundle import ModelBundle, save_bundle
-from AnomalySegLib.device import describe
+from AnomalySegLib.bundle import ModelBundle
 from AnomalySegLib.diffusion.noise import sample_noise
 from AnomalySegLib.diffusion.reconstruction import (
     DEFAULT_NOISE_LEVELS,
@@ -43,17 +38,21 @@ from AnomalySegLib.diffusion.reconstruction import (
 )
 from AnomalySegLib.diffusion.schedule import NoiseSchedule
 from AnomalySegLib.diffusion.spec import ReconSpec
-from AnomalySegLib.errors import InputError, OutputExistsError
-from AnomalySegLib.preprocessing.case_folder import INFO_FILE, ModelSpaceCase, list_cases, load_case
+from AnomalySegLib.errors import InputError
+from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase, load_case_folder, recorded_preprocessing
+from AnomalySegLib.spec_io import SpecError, check_keys
 from AnomalySegLib.training.augment import AugmentationSpec, SliceAugmenter
-from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
-from AnomalySegLib.training.distributed import DistributedContext, init_distributed, shutdown
-from AnomalySegLib.training.loop import Trainer, TrainingOutcome
+from AnomalySegLib.training.case_splits import split_cases
+from AnomalySegLib.training.distributed import DistributedContext, init_distributed
+from AnomalySegLib.training.loop import TrainingOutcome
+from AnomalySegLib.training.scaffold import build_trainer, provenance, train_and_save, training_folders
 from AnomalySegLib.training.settings import TrainingSettings
 from AnomalySegLib.training.slices import SliceBatch, SliceSampler
 
 LOG = logging.getLogger(__name__)
 VALIDATION_SEED = 1234
+#: Top-level keys of a Stage I configuration (``name`` and ``description`` are for people).
+CONFIG_KEYS = ("name", "description", "model", "noise_levels", "training")
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,12 @@ def parse_config(config: dict) -> tuple[ReconSpec, ReconTrainingSettings, tuple[
     """
     where = config.get("name", "<config>")
     try:
+        check_keys(config, CONFIG_KEYS, "Stage I configuration key")
         spec = ReconSpec.from_dict(config["model"])
         settings = ReconTrainingSettings.from_dict(config.get("training", {}))
         levels = tuple(int(t) for t in config.get("noise_levels", DEFAULT_NOISE_LEVELS))
+    except SpecError as error:
+        raise InputError(where, f"invalid Stage I configuration: {error}") from error
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(where, f"invalid Stage I configuration ({error!r})") from error
     if not levels or any(not 0 <= t < spec.schedule.num_train_timesteps for t in levels):
@@ -122,8 +124,7 @@ class ReconValidation:
         self.spec = spec
         self.noise_levels = tuple(noise_levels)
         self.device = device
-        chosen = torch.linspace(0, len(sampler) - 1, min(max_slices, len(sampler))).round().long()
-        self.batch: SliceBatch = sampler.take(sampler.eligible[chosen])
+        self.batch: SliceBatch = sampler.evenly_spaced(max_slices)
         self.objective = ReconObjective(spec, device)
 
     @torch.no_grad()
@@ -139,15 +140,6 @@ class ReconValidation:
         for level, prediction in zip(result.noise_levels, result.per_level, strict=True):
             metrics[f"recon_l1_brain_t{level}"] = float(((prediction - images).abs() * masks).sum() / masks.sum())
         return metrics
-
-
-def split_cases(
-    cases: Sequence[ModelSpaceCase], validation_cases: int
-) -> tuple[list[ModelSpaceCase], list[ModelSpaceCase]]:
-    """Held-out validation cases: the last ``validation_cases`` by case id (none if that leaves < 1)."""
-    ordered = sorted(cases, key=lambda case: case.case_id)
-    count = validation_cases if len(ordered) > validation_cases else 0
-    return ordered[: len(ordered) - count], ordered[len(ordered) - count :]
 
 
 def train_recon(
@@ -185,20 +177,10 @@ def train_recon(
             spec, validation_sampler, noise_levels, context.device, settings.validation_max_slices
         )
 
-    torch.manual_seed(settings.seed)  # identical initial weights in every process and run
-    network = build_network(spec)
-    optimizer_class = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
-    trainer = Trainer(
-        network,
-        lambda parameters: optimizer_class(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay),
-        settings.loop_settings(progress),
-        context,
-        work_dir,
-        batch_fn=batch_fn,
-        loss_fn=ReconObjective(spec, context.device),
-        validate_fn=validate_fn,
-        resume=resume,
-        identity={"task": "train-recon", "model": spec.to_dict()},
+    trainer = build_trainer(
+        lambda: build_network(spec), settings, context, work_dir,
+        batch_fn=batch_fn, loss_fn=ReconObjective(spec, context.device), validate_fn=validate_fn,
+        resume=resume, progress=progress, identity={"task": "train-recon", "model": spec.to_dict()},
     )
     outcome = trainer.fit()
     bundle = ModelBundle(
@@ -208,18 +190,11 @@ def train_recon(
             "grid": list(cases[0].image.shape),
             "metrics": {"stage1_validation": outcome.validation},
             "provenance": {
-                "stage1": {
-                    "software": f"AnomalySeg {AnomalySegLib.__version__}",
-                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "config": config,
-                    "training_cases": [case.case_id for case in train_cases],
-                    "validation_cases": [case.case_id for case in validation_cases],
-                    "steps": outcome.step,
-                    "processes": context.world_size,
-                    "device": describe(context.device),
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                }
+                "stage1": provenance(
+                    config, outcome, context,
+                    training_cases=[case.case_id for case in train_cases],
+                    validation_cases=[case.case_id for case in validation_cases],
+                )
             },
         }
     )
@@ -246,36 +221,13 @@ def train_recon_from_folder(
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
         InputError: no cases; or the work folder holds a checkpoint and ``resume`` is false.
     """
-    out = Path(out)
-    work_dir = Path(work_dir) if work_dir else out.with_name(out.name + ".training")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(out)
-    if (work_dir / CHECKPOINT_FILE).exists() and not resume:
-        raise InputError(work_dir, "holds the checkpoint of an earlier run: pass --resume to continue it, "
-                         "or remove the folder to start afresh")
+    out, work_dir = training_folders(out, work_dir, overwrite=overwrite, resume=resume)
     parse_config(config)  # fail before loading data
-    folders = list_cases(data)
-    cases = [load_case(folder) for folder in folders]
-    context = init_distributed(device)
-    try:
-        bundle, _ = train_recon(
-            cases, config, work_dir, resume=resume, progress=progress, context=context,
-            preprocessing=_preprocessing_spec(folders[0]),
-        )
-        if not context.is_main:
-            return None
-        return save_bundle(bundle, out, overwrite=overwrite)
-    finally:
-        shutdown(context)
+    cases = load_case_folder(data, need_labels=False)
+    preprocessing = recorded_preprocessing(Path(data) / cases[0].case_id)
 
+    def train(context: DistributedContext) -> ModelBundle:
+        return train_recon(cases, config, work_dir, resume=resume, progress=progress, context=context,
+                           preprocessing=preprocessing)[0]
 
-def _preprocessing_spec(case_folder: Path) -> dict:
-    """The preprocessing spec recorded by ``anomalyseg preprocess`` for a case (``{}`` if none)."""
-    info_path = case_folder / INFO_FILE
-    if not info_path.is_file():
-        return {}
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(info_path, f"is not valid JSON ({error})") from error
-    return info.get("spec", info) if isinstance(info, dict) else {}
+    return train_and_save(train, out, overwrite=overwrite, device=device)

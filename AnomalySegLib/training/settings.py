@@ -5,17 +5,17 @@ Stage I and Stage II subclass :class:`TrainingSettings` with their own defaults 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from AnomalySegLib.training.augment import AugmentationSpec
+from AnomalySegLib.spec_io import JsonSpec
 from AnomalySegLib.training.loop import LoopSettings
 
 OPTIMIZERS = ("adamw", "adam")
 
 
 @dataclass(frozen=True)
-class TrainingSettings:
+class TrainingSettings(JsonSpec):
     """Optimisation, loop and data-sampling settings of a training run.
 
     Attributes:
@@ -32,6 +32,8 @@ class TrainingSettings:
         validation_max_slices: validation slices per source.
         augmentation: intensity/artefact augmentation (``None``: off).
     """
+
+    SPEC_NAME = "training section"
 
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -50,29 +52,7 @@ class TrainingSettings:
     validation_max_slices: int = 64
     augmentation: AugmentationSpec | None = None
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]):
-        """Settings from a config's ``"training"`` dict; missing keys take the defaults.
-
-        Raises:
-            ValueError: an unknown key or an invalid value.
-        """
-        values = dict(values)
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
-        if values.get("augmentation") is not None:
-            values["augmentation"] = AugmentationSpec.from_dict(values["augmentation"])
-        settings = cls(**cls._converted(values))
-        settings.validate()
-        return settings
-
-    @classmethod
-    def _converted(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Hook for subclasses: JSON values → field types (e.g. lists → tuples)."""
-        return values
-
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
 

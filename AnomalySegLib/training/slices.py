@@ -60,6 +60,11 @@ class SliceSampler:
         picks = self.eligible[torch.randint(0, len(self.eligible), (batch_size,), generator=generator)]
         return self.take(picks)
 
+    def evenly_spaced(self, count: int) -> SliceBatch:
+        """Up to ``count`` eligible slices spread evenly over all cases (a fixed validation set)."""
+        chosen = torch.linspace(0, len(self) - 1, min(count, len(self))).round().long()
+        return self.take(self.eligible[chosen])
+
     def take(self, index: torch.Tensor) -> SliceBatch:
         """The slices at ``index`` ``[B, 2]`` (case number, slice number)."""
         case, z = index[:, 0], index[:, 1]

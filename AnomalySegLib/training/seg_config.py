@@ -1,0 +1,107 @@
+"""The configuration of Stage II training (``AnomalySegLib/configs/seg_*.json``), parsed and checked.
+
+::
+
+    {"model": <SegUnetConfig>, "anomalies": <DraemAnomalyGenerator settings>,
+     "lesions": {"fraction": <share of synthetic slices>, <LesionAnomalyGenerator settings>} (optional),
+     "scoring": <ScoringConfig>,
+     "training": {"batch_size", "learning_rate", "optimizer": "adam"|"adamw", "weight_decay", "max_steps",
+                  "ema_decay", "grad_clip", "precision", "checkpoint_every", "validate_every", "log_every",
+                  "seed", "min_brain_fraction", "dice_weight", "synthetic_fraction", "timestep_range",
+                  "validation_cases", "validation_fraction", "validation_max_slices", "augmentation"}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from AnomalySegLib.anomalies import (AnomalyGenerator, AnomalyMixture, DraemAnomalyGenerator,
+                                     LesionAnomalyGenerator)
+from AnomalySegLib.errors import InputError
+from AnomalySegLib.networks.seg_unet import SegUnetConfig
+from AnomalySegLib.scoring.anomaly_score import ScoringConfig
+from AnomalySegLib.spec_io import SpecError, check_keys, spec_from_dict
+from AnomalySegLib.training.settings import TrainingSettings
+
+
+@dataclass(frozen=True)
+class SegTrainingSettings(TrainingSettings):
+    """The ``"training"`` section of a Stage II configuration (see the module docstring).
+
+    Attributes:
+        dice_weight: weight of a soft Dice loss added to BCE (paper: 0, BCE only).
+        synthetic_fraction: share of each batch made of healthy slices with synthetic anomalies when
+            both healthy and labelled data are given (1 with healthy data only, 0 with labels only).
+        timestep_range: Stage I noise levels ``[low, high)`` drawn per slice (paper code: [0, T)).
+        validation_cases: healthy cases held out for validation (with seeded synthetic anomalies).
+        validation_fraction: share of labelled cases held out (at least one when there are two or more).
+        validation_max_slices: validation slices per source (spread evenly over the held-out cases).
+    """
+
+    optimizer: str = "adam"
+    log_every: int = 10
+    dice_weight: float = 0.0
+    synthetic_fraction: float = 1.0
+    timestep_range: tuple[int, int] = (0, 1000)
+    validation_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.synthetic_fraction <= 1.0:
+            raise ValueError(f"synthetic_fraction must be in [0, 1], got {self.synthetic_fraction}")
+        low, high = self.timestep_range
+        if not 0 <= low < high:
+            raise ValueError(f"timestep_range must be [low, high) with 0 <= low < high, got {self.timestep_range}")
+
+
+@dataclass(frozen=True)
+class SegTrainingConfig:
+    """A parsed Stage II configuration."""
+
+    network: SegUnetConfig
+    training: SegTrainingSettings
+    anomalies: AnomalyGenerator
+    scoring: ScoringConfig
+
+
+def _tuples(settings: dict) -> dict:
+    """JSON lists → tuples (the generators' ranges are tuples)."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+
+
+def anomaly_generator(config: dict) -> AnomalyGenerator:
+    """DRAEM anomalies (``"anomalies"``), mixed with lesion-like blobs when ``"lesions"`` is given.
+
+    ``"lesions": {"fraction": f, ...}`` gives a share ``f`` of the synthetic slices a
+    :class:`LesionAnomalyGenerator` blob instead of a DRAEM texture (the other keys are its settings).
+    """
+    draem = DraemAnomalyGenerator(**_tuples(config.get("anomalies", {})))
+    if "lesions" not in config:
+        return draem
+    lesions = _tuples(config["lesions"])
+    fraction = float(lesions.pop("fraction"))
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"lesions.fraction must be in [0, 1], got {fraction}")
+    return AnomalyMixture((draem, LesionAnomalyGenerator(**lesions)), (1.0 - fraction, fraction))
+
+
+#: Top-level keys of a Stage II configuration (``name`` and ``description`` are for people).
+CONFIG_KEYS = ("name", "description", "model", "training", "anomalies", "lesions", "scoring")
+
+
+def parse_seg_config(config: dict) -> SegTrainingConfig:
+    """Parse a configuration dict; :class:`InputError` naming the config and the problem."""
+    where = config.get("name", "<config>")
+    try:
+        check_keys(config, CONFIG_KEYS, "Stage II configuration key")
+        return SegTrainingConfig(
+            network=SegUnetConfig.from_dict(config["model"]),
+            training=SegTrainingSettings.from_dict(config.get("training", {})),
+            anomalies=anomaly_generator(config),
+            # In a configuration the section holds only these settings (in a bundle also thresholds).
+            scoring=spec_from_dict(ScoringConfig, config.get("scoring", {}), "scoring section"),
+        )
+    except SpecError as error:
+        raise InputError(where, f"invalid Stage II configuration: {error}") from error
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(where, f"invalid Stage II configuration ({error!r})") from error
