@@ -21,7 +21,7 @@ from PIL import Image
 
 from AnomalySegLib.bundle import load_bundle, save_bundle
 from AnomalySegLib.cli import main
-from AnomalySegLib.commands.segment import Prefetcher
+from AnomalySegLib.segment_batch import Prefetcher
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.io.case_inputs import CaseInput
 from AnomalySegLib.io.segmentation_io import ANOMALY_SEGMENT
@@ -186,7 +186,7 @@ def test_prefetcher_prepares_the_next_case_and_reports_its_errors_when_taken(tin
     prefetcher = Prefetcher(segmenter, cases, masks={})
     try:
         prepared = prefetcher.take(cases[0])
-        assert prepared.case.image.GetSize() == (96, 96, 50) and prepared.timings["preprocess"] > 0
+        assert prepared.case.image.GetSize() == (96, 96, 50) and prepared.timings.preprocess > 0
         with pytest.raises(InputError, match="broken.nii.gz"):
             prefetcher.take(cases[1])
     finally:

@@ -47,7 +47,7 @@ from AnomalySegLib.errors import InputError, OutputExistsError
 from AnomalySegLib.preprocessing.case_folder import INFO_FILE, ModelSpaceCase, list_cases, load_case
 from AnomalySegLib.training.augment import AugmentationSpec, SliceAugmenter
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
-from AnomalySegLib.training.distributed import DistributedContext, init_distributed, shutdown
+from AnomalySegLib.distributed import DistributedContext, init_distributed, shutdown
 from AnomalySegLib.training.loop import Trainer, TrainingOutcome
 from AnomalySegLib.training.settings import TrainingSettings
 from AnomalySegLib.training.slices import SliceBatch, SliceSampler

@@ -48,7 +48,7 @@ from AnomalySegLib.scoring.anomaly_score import ScoringConfig
 from AnomalySegLib.scoring.volume import SCORING_SECTION, SEG_COMPONENT
 from AnomalySegLib.training.augment import SliceAugmenter
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
-from AnomalySegLib.training.distributed import DistributedContext, init_distributed, shutdown
+from AnomalySegLib.distributed import DistributedContext, init_distributed, shutdown
 from AnomalySegLib.training.loop import Trainer, TrainingOutcome
 from AnomalySegLib.training.recon_training import split_cases
 from AnomalySegLib.training.settings import TrainingSettings
