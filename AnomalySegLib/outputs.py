@@ -7,8 +7,12 @@ Per case ``<id>`` in the output folder::
     <id>_anomaly_mask.nii.gz   thresholded anomaly, uint8 0/1 (input's grid)
     <id>_anomaly.seg.nrrd      the mask as a Slicer segmentation (name, colour, terminology)
     <id>_qc.png                axial/coronal/sagittal views through the largest finding
-    <id>_result.json           the case's row of the results table; written last, it marks the case done
+    <id>_result.json           the case's row of the results table and the settings it was made with;
+                               written last, it marks the case done
     <id>_model_space/          with --save-intermediate: model-space image, mask, x̂, x̃, ŷ, AS, transform
+    .<id>_writing.json         exists only while the case is being written (a killed run leaves it)
+
+File names: :mod:`AnomalySegLib.output_names`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,16 @@ def test_every_output_has_the_input_geometry(batch_run, real_data):
     voxel_ml = np.prod(reference.GetSpacing()) / 1000
     assert result["volume_ml"] == pytest.approx(mask.sum() * voxel_ml, rel=1e-6)
     assert (batch_run["out"] / f"{CASE}_model_space" / "anomaly_score.nii.gz").is_file()
+
+
+def test_outputs_and_intermediates_get_ordinary_permissions(batch_run):
+    """Files and the model-space folder are staged privately (mkstemp/mkdtemp) but end with the umask's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = batch_run["out"] / f"{CASE}_model_space"
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    files = [*folder.iterdir(), *(batch_run["out"] / f"{CASE}{suffix}" for suffix in OUTPUT_SUFFIXES)]
+    assert all(path.stat().st_mode & 0o777 == 0o666 & ~umask for path in files)
 
 
 def test_segmentation_opens_in_slicer_with_name_colour_and_terminology(batch_run):
