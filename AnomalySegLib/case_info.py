@@ -93,7 +93,8 @@ class CaseSettings:
         threshold: the threshold applied; ``threshold_source`` a preset name or ``"user"``.
         seed: the diffusion noise seed.
         mask: the brain mask file given (``None``: the template's or the input's own).
-        save_intermediate: whether the model-space volumes were written.
+        save_intermediate: whether the model-space volumes were written (a case made with them also
+            serves a run that does not ask for them).
     """
 
     model: str
@@ -114,4 +115,7 @@ class CaseSettings:
         """
         if not isinstance(recorded, dict):
             return [f.name for f in dataclasses.fields(self)]
-        return [name for name, value in self.to_dict().items() if recorded.get(name) != value]
+        differing = [name for name, value in self.to_dict().items() if recorded.get(name) != value]
+        if "save_intermediate" in differing and not self.save_intermediate:
+            differing.remove("save_intermediate")  # intermediates written earlier and not asked for now: fine
+        return differing
