@@ -27,10 +27,8 @@ bundle on disk is always complete.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +36,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from AnomalySegLib.bundle_schema import check_description
 from AnomalySegLib.errors import ModelBundleError, OutputExistsError
-from AnomalySegLib.io.atomic import apply_default_permissions
+from AnomalySegLib.io.atomic import atomic_folder
 from AnomalySegLib.io.checksum import file_sha256
 
 FORMAT_NAME = "anomalyseg-model-bundle"
@@ -93,6 +92,39 @@ class ModelBundle:
             )
         return self.components[name]
 
+    @property
+    def name(self) -> str:
+        """The model's name: the ``"name"`` section, else the provenance's, else the folder's name."""
+        provenance = self.section("provenance")
+        return str(self.description.get("name") or provenance.get("name")
+                   or (self.path.name if self.path else "unsaved"))
+
+    def section(self, name: str) -> dict:
+        """The top-level section ``name`` of ``model.json`` (``{}`` when absent; the schema made it an object)."""
+        value = self.description.get(name, {})
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def noise_levels(self) -> tuple[int, ...] | None:
+        """Stage I's noise levels, or ``None`` when the bundle does not say (the default applies)."""
+        levels = self.description.get("noise_levels")
+        return None if levels is None else tuple(levels)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The calibrated thresholds of the ``"scoring"`` section, by preset name (may be empty)."""
+        return {name: float(value) for name, value in self.section("scoring").get("thresholds", {}).items()}
+
+    def fingerprint(self) -> str | None:
+        """One sha256 over the checksums of every component's weights (``None`` for an unsaved bundle).
+
+        Two bundles with the same fingerprint compute the same maps, whatever their folder or name.
+        """
+        digests = [f"{name}:{component.sha256}" for name, component in sorted(self.components.items())]
+        if not digests or any(component.sha256 is None for component in self.components.values()):
+            return None
+        return hashlib.sha256(";".join(digests).encode("utf-8")).hexdigest()
+
     def derive(self) -> ModelBundle:
         """A copy to extend (e.g. Stage II: Stage I components + ``"seg"`` + ``"scoring"``)."""
         return ModelBundle(
@@ -110,7 +142,8 @@ def save_bundle(
     """Write ``bundle`` to ``folder`` atomically; returns the folder.
 
     Args:
-        overwrite: replace an existing folder (otherwise :class:`OutputExistsError`).
+        overwrite: replace an existing folder (otherwise :class:`OutputExistsError`); files in it
+            that are not part of a bundle (``MODEL_CARD.md``, notes) are kept.
         storage_dtype: e.g. ``torch.float16`` to store floating-point weights at half size (loaded
             back as stored; ``load_state_dict`` casts them into the model's dtype). ``None``: as they are.
     """
@@ -120,9 +153,7 @@ def save_bundle(
     for key in RESERVED_KEYS:
         if key in bundle.description:
             raise ValueError(f"'{key}' is reserved in model.json; it cannot be a description section")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with atomic_folder(folder, overwrite, keep=_not_owned_by_bundle) as staging:
         described_components = {}
         for name, component in bundle.components.items():
             weights_name = f"{name}.safetensors"
@@ -148,12 +179,6 @@ def save_bundle(
         }
         text = json.dumps(description, indent=2, sort_keys=False, allow_nan=False)
         (staging / DESCRIPTION_FILE).write_text(text + "\n", encoding="utf-8")
-        for path in [staging, *staging.iterdir()]:
-            apply_default_permissions(path)
-        _replace_folder(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     bundle.path = folder
     return folder
 
@@ -162,8 +187,9 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     """Read and verify a bundle folder.
 
     Raises:
-        ModelBundleError: missing folder or ``model.json``, unknown format or version, a weight file
-            missing, tampered with (sha256 mismatch) or unreadable; the message names the file.
+        ModelBundleError: missing folder or ``model.json``, unknown format or version, a description
+            that does not fit the schema (:mod:`AnomalySegLib.bundle_schema`), a weight file missing,
+            tampered with (sha256 mismatch) or unreadable; the message names the file.
     """
     folder = Path(folder)
     description_path = folder / DESCRIPTION_FILE
@@ -175,31 +201,18 @@ def load_bundle(folder: str | Path) -> ModelBundle:
         description = json.loads(description_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelBundleError(description_path, f"is not valid JSON ({error})") from error
-    if not isinstance(description, dict) or description.get("format") != FORMAT_NAME:
-        raise ModelBundleError(description_path, f"is not an AnomalySeg model description (format != {FORMAT_NAME!r})")
-    version = description.get("format_version")
-    if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise ModelBundleError(
-            description_path,
-            f"has bundle format version {version!r}, which this AnomalySeg does not know "
-            f"(it reads version {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); update AnomalySeg",
-        )
+    check_description(description, description_path, FORMAT_NAME, SUPPORTED_FORMAT_VERSIONS)
     components: dict[str, BundleComponent] = {}
-    for name, entry in (description.get("components") or {}).items():
-        components[name] = _load_component(folder, description_path, name, entry)
+    for name, entry in description.get("components", {}).items():
+        components[name] = _load_component(folder, name, entry)
     sections = {key: value for key, value in description.items() if key not in RESERVED_KEYS}
     return ModelBundle(description=sections, components=components, path=folder)
 
 
-def _load_component(folder: Path, description_path: Path, name: str, entry: dict) -> BundleComponent:
-    try:
-        weights_name, expected, architecture = entry["weights"], entry["sha256"], entry["architecture"]
-    except (KeyError, TypeError) as error:
-        raise ModelBundleError(description_path, f"component {name!r} lacks {error}") from error
+def _load_component(folder: Path, name: str, entry: dict) -> BundleComponent:
+    """One component whose ``model.json`` entry fits the schema: its weight file, verified and read."""
+    weights_name, expected, architecture = entry["weights"], entry["sha256"], entry["architecture"]
     weights_path = folder / weights_name
-    if Path(weights_name).name != weights_name or not weights_name.endswith(".safetensors"):
-        raise ModelBundleError(description_path, f"component {name!r}: weight file {weights_name!r} is not a "
-                               "plain .safetensors file name inside the bundle")
     if not weights_path.is_file():
         raise ModelBundleError(weights_path, f"missing (weights of component {name!r})")
     actual = file_sha256(weights_path)
@@ -215,18 +228,6 @@ def _load_component(folder: Path, description_path: Path, name: str, entry: dict
     return BundleComponent(architecture=architecture, state_dict=state_dict, sha256=actual)
 
 
-
-def _replace_folder(staging: Path, folder: Path) -> None:
-    """Move ``staging`` to ``folder``; an existing ``folder`` is swapped out first, then removed."""
-    if not folder.exists():
-        os.replace(staging, folder)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-    os.rmdir(retired)
-    os.replace(folder, retired)
-    try:
-        os.replace(staging, folder)
-    except BaseException:
-        os.replace(retired, folder)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
+def _not_owned_by_bundle(entry: Path) -> bool:
+    """Files a bundle folder may hold besides the bundle (a model card, notes): kept when re-saving."""
+    return entry.name != DESCRIPTION_FILE and not entry.name.endswith(".safetensors")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
+from AnomalySegLib.choices import DEFAULT_FPR_RATES, VALIDATION_PRESET, fpr_preset
 from AnomalySegLib.errors import InputError, OutputExistsError
 from AnomalySegLib.metrics import dice, volume_metrics
 from AnomalySegLib.preprocessing.case_folder import LABELS_FILE, ModelSpaceCase
@@ -39,14 +40,7 @@ from AnomalySegLib.scoring.volume import SCORING_SECTION, AnomalyScorer, VolumeS
 from AnomalySegLib.preprocessing.case_folder import load_case_folder
 
 LOG = logging.getLogger(__name__)
-DEFAULT_FPR_RATES = (0.01, 0.05, 0.10)
 BISECTION_STEPS = 10
-VALIDATION_PRESET = "val"
-
-
-def fpr_preset(rate: float) -> str:
-    """The threshold preset name of a voxel false-positive rate: 0.01 → ``"fpr1"``, 0.1 → ``"fpr10"``."""
-    return f"fpr{rate * 100:g}"
 
 
 @dataclass

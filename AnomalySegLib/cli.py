@@ -1,4 +1,8 @@
-"""The ``anomalyseg`` command line: one entry point, one subcommand per module in ``commands/``."""
+"""The ``anomalyseg`` command line: one entry point, one subcommand per module in ``commands/``.
+
+Command modules import only light modules at the top and their engine modules inside ``run``, so
+building the parser (``anomalyseg --help``, any ``--help``) never loads torch.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,8 @@ import sys
 from typing import Sequence
 
 from AnomalySegLib import __version__, commands
+from AnomalySegLib.cli_common import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from AnomalySegLib.errors import AnomalySegError
-
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:

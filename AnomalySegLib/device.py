@@ -12,9 +12,9 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from AnomalySegLib.choices import PRECISIONS
 from AnomalySegLib.errors import AnomalySegError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class DeviceUnavailableError(AnomalySegError, ValueError):
@@ -70,6 +70,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The precision an autocast dtype stands for: ``None`` → ``"fp32"``, bfloat16 → ``"bf16"``, float16 → ``"fp16"``."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:

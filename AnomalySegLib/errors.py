@@ -17,15 +17,24 @@ class InputError(AnomalySegError):
     """A user-supplied file is unusable: unreadable, wrong shape, bad values, mismatched geometry.
 
     Args:
-        path: the offending file or folder (``None`` for in-memory input).
+        path: the offending file or folder (``None`` when the problem is not about one file: the
+            message is then the problem alone).
         problem: what is wrong, as a short sentence without the path.
     """
 
     def __init__(self, path: str | Path | None, problem: str) -> None:
         self.path = None if path is None else Path(path)
         self.problem = problem
-        where = "<in-memory image>" if path is None else str(path)
-        super().__init__(f"{where}: {problem}")
+        super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+class OutputError(AnomalySegError):
+    """An output file or folder cannot be written: the path is a file, permission denied, disk full."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
 
 
 class OutputExistsError(AnomalySegError):

@@ -14,11 +14,12 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,7 +27,9 @@ import torch
 
 from AnomalySegLib import __version__
 from AnomalySegLib.bundle import ModelBundle, load_bundle
-from AnomalySegLib.device import describe
+from AnomalySegLib.case_info import CaseInfo, StageTimings
+from AnomalySegLib.choices import THRESHOLD_PRESETS
+from AnomalySegLib.device import describe, precision_name
 from AnomalySegLib.errors import AnomalySegError, ModelBundleError
 from AnomalySegLib.io.volume_io import read_volume
 from AnomalySegLib.preprocessing.pipeline import PreprocessedCase, preprocess_image
@@ -40,7 +43,6 @@ from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "default"
-THRESHOLD_PRESETS = ("val", "fpr1", "fpr5", "fpr10")
 
 #: ``progress(stage, fraction_within_stage, message)``; stages as in :data:`AnomalySegLib.progress.SEGMENT_STAGES`.
 ProgressCallback = Callable[[str, float, str], None]
@@ -60,8 +62,9 @@ class SegmentationResult:
         threshold: the threshold applied; ``threshold_source`` says where it came from.
         thresholds: the model's preset thresholds (``"val"``, ``"fpr1"``, ...), for re-thresholding.
         findings: volume (ml), components, scores of the mask.
-        model_space: the model-space case and scores (for ``--save-intermediate`` and evaluation).
-        info: provenance: model, device, preprocessing info (mask source, registration), timings (s).
+        model_space: the model-space case and scores (for ``--save-intermediate`` and evaluation);
+            ``None`` for a result re-thresholded from saved files.
+        info: provenance (model, device, precision, preprocessing), checks and timings.
     """
 
     image: sitk.Image
@@ -72,8 +75,8 @@ class SegmentationResult:
     threshold_source: str
     thresholds: dict[str, float]
     findings: Findings
-    model_space: tuple[PreprocessedCase, VolumeScores]
-    info: dict[str, Any] = field(default_factory=dict)
+    model_space: tuple[PreprocessedCase, VolumeScores] | None
+    info: CaseInfo
 
 
 @dataclass
@@ -83,7 +86,7 @@ class PreparedCase:
 
     image: sitk.Image
     case: PreprocessedCase
-    timings: dict[str, float]
+    timings: StageTimings
 
 
 def default_model_path() -> Path:
@@ -110,7 +113,7 @@ class AnomalySegmenter:
         self.bundle = model if isinstance(model, ModelBundle) else _load_model(model)
         where = self.bundle.path or "<unsaved bundle>"
         try:
-            self.spec = PreprocessingSpec.from_dict(self.bundle.description.get("preprocessing", {}))
+            self.spec = PreprocessingSpec.from_dict(self.bundle.section("preprocessing"))
         except SpecError as error:
             raise ModelBundleError(where, f"invalid preprocessing section ({error})") from error
         try:
@@ -126,10 +129,13 @@ class AnomalySegmenter:
         return self.scorer.device
 
     @property
+    def precision(self) -> str:
+        """The precision the networks run at: ``"fp32"``, ``"bf16"`` or ``"fp16"``."""
+        return precision_name(self.scorer.reconstructor.autocast_dtype)
+
+    @property
     def model_name(self) -> str:
-        provenance = self.bundle.description.get("provenance", {})
-        return str(self.bundle.description.get("name") or provenance.get("name")
-                   or (self.bundle.path.name if self.bundle.path else "unsaved"))
+        return self.bundle.name
 
     def resolve_threshold(self, request: str | float) -> tuple[float, str]:
         """The threshold for ``request``: a number, or a preset name of :data:`THRESHOLD_PRESETS`.
@@ -159,7 +165,7 @@ class AnomalySegmenter:
         _report(progress, "load", 1.0, "read")
         load_seconds = time.perf_counter() - start
         prepared = self.prepare(image, mask, image_path=image_path, mask_path=mask_path, progress=progress)
-        prepared.timings = {"load": load_seconds, **prepared.timings}
+        prepared.timings.load = load_seconds
         return prepared
 
     def prepare(self, image: sitk.Image, mask: sitk.Image | None = None, *, image_path: str | Path | None = None,
@@ -173,7 +179,7 @@ class AnomalySegmenter:
         _report(progress, "preprocess", 0.0, "registration to the template, bias correction")
         case = preprocess_image(image, mask, self.spec, image_path=image_path, mask_path=mask_path)
         _report(progress, "preprocess", 1.0, f"brain mask from {case.info['mask_source']}")
-        return PreparedCase(image, case, {"preprocess": time.perf_counter() - start})
+        return PreparedCase(image, case, StageTimings(preprocess=time.perf_counter() - start))
 
     def segment_file(self, image_path: str | Path, mask_path: str | Path | None = None,
                      threshold: str | float = "val", progress: ProgressCallback | None = None) -> SegmentationResult:
@@ -201,12 +207,12 @@ class AnomalySegmenter:
         ``threshold`` is ``(value, source)`` as :meth:`resolve_threshold` returns it.
         """
         threshold_value, threshold_source = threshold
-        image, case, timings = prepared.image, prepared.case, dict(prepared.timings)
+        image, case, timings = prepared.image, prepared.case, dataclasses.replace(prepared.timings)
         model_image, model_mask, _ = case.arrays()
         scores = self._score(model_image, model_mask, progress)
-        timings["reconstruct"] = scores.timings_s["reconstruction"]
-        timings["segment"] = scores.timings_s.get("segmentation_network", 0.0)
-        timings["score"] = scores.timings_s["scoring"]
+        timings.reconstruct = scores.timings_s["reconstruction"]
+        timings.segment = scores.timings_s.get("segmentation_network", 0.0)
+        timings.score = scores.timings_s["scoring"]
 
         start = time.perf_counter()
         _report(progress, "restore", 0.0, "back to the input's grid")
@@ -215,25 +221,34 @@ class AnomalySegmenter:
         recon_native_units = np.where(scores.mask, scores.reconstruction * (high - low) + low, 0.0)
         reconstruction = restore_to_native(recon_native_units, image, case.transform, "continuous", grid)
         anomaly_map = restore_to_native(scores.anomaly_score, image, case.transform, "continuous", grid)
-        mask_array = binarize(sitk.GetArrayViewFromImage(anomaly_map), threshold_value, self.scorer.config)
-        anomaly_mask = sitk.GetImageFromArray(mask_array.astype(np.uint8))
-        anomaly_mask.CopyInformation(image)
-        findings = summarize_findings(anomaly_mask, anomaly_map)
-        timings["restore"] = time.perf_counter() - start
+        anomaly_mask, findings = self.threshold_map(anomaly_map, threshold_value)
+        timings.restore = time.perf_counter() - start
         _report(progress, "restore", 1.0, f"{findings.volume_ml:.2f} ml in {findings.components} finding(s)")
 
-        info = {
-            "engine_version": __version__,
-            "model": self.model_name,
-            "model_path": str(self.bundle.path) if self.bundle.path else None,
-            "device": str(self.device),
-            "device_name": describe(self.device),
-            "seed": self.seed,
-            "preprocessing": case.info,
-            "timings_s": timings,
-        }
+        info = CaseInfo(
+            engine_version=__version__,
+            model=self.model_name,
+            model_sha256=self.bundle.fingerprint(),
+            model_path=str(self.bundle.path) if self.bundle.path else None,
+            device=str(self.device),
+            device_name=describe(self.device),
+            precision=self.precision,
+            seed=self.seed,
+            preprocessing=case.info,
+            timings=timings,
+        )
         return SegmentationResult(image, reconstruction, anomaly_map, anomaly_mask, threshold_value, threshold_source,
                                   dict(self.thresholds), findings, (case, scores), info)
+
+    def threshold_map(self, anomaly_map: sitk.Image, threshold: float) -> tuple[sitk.Image, Findings]:
+        """The mask (uint8 0/1, on ``anomaly_map``'s grid) and its findings for a native anomaly map.
+
+        The one place a score map becomes a mask: :meth:`finish` and re-thresholding saved maps use it.
+        """
+        mask_array = binarize(sitk.GetArrayViewFromImage(anomaly_map), threshold, self.scorer.config)
+        anomaly_mask = sitk.GetImageFromArray(mask_array.astype(np.uint8))
+        anomaly_mask.CopyInformation(anomaly_map)
+        return anomaly_mask, summarize_findings(anomaly_mask, anomaly_map)
 
     def _score(self, image: np.ndarray, mask: np.ndarray, progress: ProgressCallback | None) -> VolumeScores:
         """Score in model space; on a GPU out-of-memory error retry with half as many slices per pass."""
@@ -241,9 +256,13 @@ class AnomalySegmenter:
         def on_pass(done: int, total: int) -> None:
             _report(progress, "reconstruct", done / total, f"network pass {done}/{total}")
 
+        def on_stage(stage: str) -> None:
+            _report(progress, stage, 0.0, {"segment": "Stage II SegUnet", "score": "anomaly score"}[stage])
+
         while True:
             try:
-                return self.scorer.score(image, mask, seed=self.seed, chunk_size=self.chunk_size, progress=on_pass)
+                return self.scorer.score(image, mask, seed=self.seed, chunk_size=self.chunk_size, progress=on_pass,
+                                         stage_started=on_stage)
             except torch.OutOfMemoryError:
                 current = self.chunk_size or image.shape[0]
                 if current <= 1:
@@ -263,8 +282,7 @@ def _load_model(model: str | Path | None) -> ModelBundle:
 
 def _preset_thresholds(bundle: ModelBundle) -> dict[str, float]:
     """The calibrated thresholds of the bundle's "scoring" section, by preset name."""
-    stored = bundle.description.get("scoring", {}).get("thresholds", {})
-    return {name: float(value) for name, value in stored.items() if name in THRESHOLD_PRESETS}
+    return {name: value for name, value in bundle.thresholds.items() if name in THRESHOLD_PRESETS}
 
 
 def _report(progress: ProgressCallback | None, stage: str, fraction: float, message: str) -> None:

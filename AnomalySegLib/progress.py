@@ -5,7 +5,7 @@ object per line on stdout, flushed at once, so that a parent process (the Slicer
 ``PythonSlicer -m AnomalySegLib segment ... --progress-format json``) can follow the run; logging
 stays on stderr. The protocol, version :data:`PROTOCOL_VERSION`::
 
-    {"event": "start", "protocol": 1, "command": "segment", "cases": 3}
+    {"event": "start", "protocol": 1, "command": "segment", "cases": 3, "device": "cuda:0", "precision": "bf16"}
     {"event": "progress", "case": "sub-01", "case_index": 0, "cases": 3, "stage": "reconstruct",
      "fraction": 0.21, "message": "slice 20/50"}
     {"event": "case_done", "case": "sub-01", "case_index": 0, "cases": 3, "fraction": 0.333,
@@ -15,7 +15,9 @@ stays on stderr. The protocol, version :data:`PROTOCOL_VERSION`::
 
 ``fraction`` is the progress of the whole run in [0, 1] (what a progress bar shows). ``case_done``
 carries the written files under ``outputs`` (role → path) and whatever summary the command adds
-(``segment``: ``volume_ml``, ``findings``, ``threshold`` used and the model's preset ``thresholds``).
+(``segment``: ``volume_ml``, ``findings``, ``threshold`` used, the model's preset ``thresholds``,
+``qc_warnings``; a case finished by an earlier run has ``"skipped": true`` and the ``settings`` it
+was made with).
 An ``error`` with a case means that case failed and the run goes on; with ``"case": null`` the run
 itself failed. Readers ignore keys they do not know; :func:`parse_progress_line` turns a line back
 into a :class:`ProgressEvent` (or ``None`` for any other output).
@@ -31,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, TextIO
 
+from AnomalySegLib.case_info import SEGMENT_STAGE_NAMES
+
 if TYPE_CHECKING:
     from tqdm import tqdm
 
@@ -38,19 +42,12 @@ PROTOCOL_VERSION = 1
 PROGRESS_FORMATS = ("tty", "json")
 EVENTS = ("start", "progress", "case_done", "error", "done")
 
-# Stages of ``segment`` and their share of one case's time, estimated from the CPU timings of the
-# CPU-sized model (docs/design.md, "Measured costs the code relies on"): preprocessing (N4 ~8 s,
-# registration ~7 s) ~15 s, the three denoiser passes ~6 s, the SegUnet passes ~4 s, scoring and
-# restoring a few seconds.
-SEGMENT_STAGES: dict[str, float] = {
-    "load": 0.03,
-    "preprocess": 0.50,
-    "reconstruct": 0.20,
-    "segment": 0.13,
-    "score": 0.04,
-    "restore": 0.07,
-    "write": 0.03,
-}
+# Stages of ``segment`` (names: :data:`AnomalySegLib.case_info.SEGMENT_STAGE_NAMES`) and their share
+# of one case's time, estimated from the CPU timings of the CPU-sized model (docs/design.md, "Measured costs the code relies on"):
+# preprocessing (N4 ~8 s, registration ~7 s) ~15 s, the three denoiser passes ~6 s, the SegUnet
+# passes ~4 s, scoring and restoring a few seconds.
+_SEGMENT_STAGE_SHARES = (0.03, 0.50, 0.20, 0.13, 0.04, 0.07, 0.03)
+SEGMENT_STAGES: dict[str, float] = dict(zip(SEGMENT_STAGE_NAMES, _SEGMENT_STAGE_SHARES, strict=True))
 
 
 @dataclass(frozen=True)
@@ -118,6 +115,7 @@ class ProgressReporter:
         cases: number of cases the run will process (≥ 1).
         stages: stage name → relative share of a case's time; order is the order of work.
         command: the command name reported in the ``start`` event.
+        run_info: more fields of the ``start`` event (``segment``: ``device``, ``precision``).
     """
 
     def __init__(
@@ -128,6 +126,7 @@ class ProgressReporter:
         command: str = "segment",
         json_stream: TextIO | None = None,
         tty_stream: TextIO | None = None,
+        run_info: Mapping[str, Any] | None = None,
     ) -> None:
         if progress_format not in PROGRESS_FORMATS:
             raise ValueError(f"progress format {progress_format!r} is not one of {PROGRESS_FORMATS}")
@@ -164,7 +163,8 @@ class ProgressReporter:
         self._failed = 0
         self._fraction = 0.0
         self._closed = False
-        self._emit({"event": "start", "protocol": PROTOCOL_VERSION, "command": command, "cases": cases})
+        self._emit({"event": "start", "protocol": PROTOCOL_VERSION, "command": command, "cases": cases,
+                    **_jsonable(run_info or {})})
 
     def __enter__(self) -> ProgressReporter:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,35 @@ def test_existing_bundle_is_kept_unless_overwrite(bundle: ModelBundle, tmp_path:
     save_bundle(bundle, folder, overwrite=True)
     assert load_bundle(folder).description["metrics"] == {"l1": 0.1}
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_resaving_keeps_files_the_bundle_does_not_own_and_drops_stale_weights(bundle: ModelBundle,
+                                                                            tmp_path: Path) -> None:
+    folder = save_bundle(bundle, tmp_path / "model")
+    (folder / "MODEL_CARD.md").write_text("# written by hand\n", encoding="utf-8")
+    (folder / "old.safetensors").write_bytes(b"weights of a component the new bundle does not have")
+    save_bundle(bundle, folder, overwrite=True)
+    assert (folder / "MODEL_CARD.md").read_text(encoding="utf-8") == "# written by hand\n"
+    assert not (folder / "old.safetensors").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["MODEL_CARD.md", "model.json", "recon.safetensors"]
+
+
+def test_saved_bundle_has_ordinary_permissions(bundle: ModelBundle, tmp_path: Path) -> None:
+    """Staged in a private mkdtemp folder, the bundle still ends up with the umask's permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = save_bundle(bundle, tmp_path / "model")
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in folder.iterdir())
+
+
+def test_fingerprint_follows_the_weights_not_the_folder(bundle: ModelBundle, tmp_path: Path) -> None:
+    first = load_bundle(save_bundle(bundle, tmp_path / "a"))
+    second = load_bundle(save_bundle(bundle, tmp_path / "b"))
+    assert first.fingerprint() == second.fingerprint() is not None
+    assert ModelBundle().fingerprint() is None
+    bundle.components["recon"].state_dict[next(iter(bundle.components["recon"].state_dict))].add_(1.0)
+    assert load_bundle(save_bundle(bundle, tmp_path / "c")).fingerprint() != first.fingerprint()
 
 
 def test_half_precision_storage(bundle: ModelBundle, spec: ReconSpec, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from PIL import Image
 
 from AnomalySegLib.bundle import load_bundle, save_bundle
 from AnomalySegLib.cli import main
-from AnomalySegLib.commands.segment import Prefetcher
+from AnomalySegLib.segment_batch import Prefetcher
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.io.case_inputs import CaseInput
 from AnomalySegLib.io.segmentation_io import ANOMALY_SEGMENT
@@ -81,6 +82,16 @@ def test_every_output_has_the_input_geometry(batch_run, real_data):
     voxel_ml = np.prod(reference.GetSpacing()) / 1000
     assert result["volume_ml"] == pytest.approx(mask.sum() * voxel_ml, rel=1e-6)
     assert (batch_run["out"] / f"{CASE}_model_space" / "anomaly_score.nii.gz").is_file()
+
+
+def test_outputs_and_intermediates_get_ordinary_permissions(batch_run):
+    """Files and the model-space folder are staged privately (mkstemp/mkdtemp) but end with the umask's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = batch_run["out"] / f"{CASE}_model_space"
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    files = [*folder.iterdir(), *(batch_run["out"] / f"{CASE}{suffix}" for suffix in OUTPUT_SUFFIXES)]
+    assert all(path.stat().st_mode & 0o777 == 0o666 & ~umask for path in files)
 
 
 def test_segmentation_opens_in_slicer_with_name_colour_and_terminology(batch_run):
@@ -186,7 +197,7 @@ def test_prefetcher_prepares_the_next_case_and_reports_its_errors_when_taken(tin
     prefetcher = Prefetcher(segmenter, cases, masks={})
     try:
         prepared = prefetcher.take(cases[0])
-        assert prepared.case.image.GetSize() == (96, 96, 50) and prepared.timings["preprocess"] > 0
+        assert prepared.case.image.GetSize() == (96, 96, 50) and prepared.timings.preprocess > 0
         with pytest.raises(InputError, match="broken.nii.gz"):
             prefetcher.take(cases[1])
     finally:

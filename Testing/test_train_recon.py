@@ -26,7 +26,7 @@ from AnomalySegLib.errors import InputError
 from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, MASK_FILE, ModelSpaceCase
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
 from AnomalySegLib.training.config import load_config
-from AnomalySegLib.training.distributed import DistributedContext
+from AnomalySegLib.distributed import DistributedContext
 from AnomalySegLib.training.loop import METRICS_FILE, TENSORBOARD_DIR, LoopSettings, Trainer
 from AnomalySegLib.training.recon_training import ReconObjective, train_recon
 from AnomalySegLib.training.slices import SliceSampler

@@ -33,7 +33,7 @@ from AnomalySegLib.preprocessing.pipeline import preprocess_file
 from AnomalySegLib.scoring.volume import AnomalyScorer
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
 from AnomalySegLib.training.config import load_config
-from AnomalySegLib.training.distributed import DistributedContext
+from AnomalySegLib.distributed import DistributedContext
 from AnomalySegLib.training.loop import METRICS_FILE
 from AnomalySegLib.training.recon_training import train_recon
 from AnomalySegLib.training.seg_config import parse_seg_config

@@ -273,11 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle.description.setdefault("provenance", {})["default_model"] = {
         **summary, "recipe": "scripts/train_default_model.py",
     }
-    card = args.out / "MODEL_CARD.md"
-    card_text = card.read_text(encoding="utf-8") if card.is_file() else None
+    # save_bundle keeps the hand-written MODEL_CARD.md of an existing bundle folder
     save_bundle(bundle, args.out, overwrite=args.overwrite, storage_dtype=torch.float16)
-    if card_text is not None:  # the card is written by hand; keep it across retraining
-        (args.out / "MODEL_CARD.md").write_text(card_text, encoding="utf-8")
     (args.work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     size = sum(path.stat().st_size for path in args.out.iterdir() if path.is_file())
     LOG.info("bundle %s: %.2f MB; wall time %s", args.out, size / 1e6, summary["wall_time_s"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AnomalySegLib.calibration import DEFAULT_FPR_RATES, calibrate_bundle, describe
-from AnomalySegLib.device import set_cpu_threads
+from AnomalySegLib.choices import DEFAULT_FPR_RATES
+from AnomalySegLib.cli_common import add_compute_options, add_seed_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="choose the anomaly threshold on labelled validation volumes (and healthy-set FPR thresholds)",
         description="Score labelled validation cases (preprocessed, with labels.nii.gz) with the model, "
         "find the threshold that maximises Dice over their pooled voxels (bisection, as in the paper's "
-        "code) and, with --healthy, the thresholds at 1/5/10 %% voxel false-positive rate on healthy "
+        "code) and, with --healthy, the thresholds at 1/5/10 % voxel false-positive rate on healthy "
         "cases. The thresholds and what they were computed on are written into the bundle's 'scoring' "
         "section (in place, or into a new bundle with --out).",
     )
@@ -33,14 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="choose the reconstruction term's weight in the anomaly score among these values (in [0, 1]) "
         "by pooled validation Dice (default: keep the bundle's)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="Stage I noise seed (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    add_seed_option(parser)
+    add_compute_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from AnomalySegLib.calibration import calibrate_bundle, describe
+    from AnomalySegLib.device import set_cpu_threads
+
     set_cpu_threads(args.threads)
     written, result = calibrate_bundle(
         args.model, args.val, args.healthy, args.out,

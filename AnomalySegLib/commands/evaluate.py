@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AnomalySegLib.device import set_cpu_threads
-from AnomalySegLib.evaluation import evaluate_bundle, write_report
-from AnomalySegLib.evaluation.report import REPORT_FILES, summary_table
-from AnomalySegLib.io.atomic import check_writable
+from AnomalySegLib.choices import THRESHOLD_PRESETS
+from AnomalySegLib.cli_common import add_compute_options, add_seed_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,19 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="REPORT", help="report folder")
     parser.add_argument("--threshold", metavar="T",
                         help="threshold of the combined score: a number or a preset of the bundle "
-                        "(val, fpr1, fpr5, fpr10); default: the bundle's 'val' preset")
+                        f"({', '.join(THRESHOLD_PRESETS)}); default: the bundle's 'val' preset")
     parser.add_argument("--native", action="store_true",
                         help="also measure the combined map on each labelled case's native grid (restored onto "
                         "the source scan, against its label file as named in preprocessing.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files")
-    parser.add_argument("--seed", type=int, default=0, help="Stage I noise seed (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    add_seed_option(parser)
+    add_compute_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from AnomalySegLib.device import set_cpu_threads
+    from AnomalySegLib.evaluation import evaluate_bundle, write_report
+    from AnomalySegLib.evaluation.report import REPORT_FILES, summary_table
+    from AnomalySegLib.io.atomic import check_writable
+
     for name in REPORT_FILES:  # fail before hours of scoring, not after
         check_writable(args.output / name, args.overwrite)
     set_cpu_threads(args.threads)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AnomalySegLib.commands.preprocess import read_spec
-from AnomalySegLib.datasets import LAYOUTS, prepare_dataset
-from AnomalySegLib.preprocessing.spec import PreprocessingSpec
-
-EXIT_SOME_CASES_FAILED = 1
+from AnomalySegLib.cli_common import exit_status
+from AnomalySegLib.datasets.layouts import LAYOUTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,10 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from AnomalySegLib.datasets import prepare_dataset
+    from AnomalySegLib.preprocessing.spec import PreprocessingSpec, read_spec
+
     spec = read_spec(args.spec) if args.spec else PreprocessingSpec()
     result = prepare_dataset(args.name, args.source, args.output, folds=args.folds, seed=args.seed,
                              labelled_fraction=args.labelled_fraction, limit=args.limit, spec=spec,
                              overwrite=args.overwrite)
     print(f"{result.root}: {len(result.prepared)} cases prepared, {len(result.skipped)} kept, "
           f"{len(result.report.failed)} failed")
-    return 0 if result.report.all_ok else EXIT_SOME_CASES_FAILED
+    return exit_status(result.report.all_ok)

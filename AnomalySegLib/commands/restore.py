@@ -6,15 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from AnomalySegLib.batch import run_batch
-from AnomalySegLib.errors import InputError, OutputExistsError
-from AnomalySegLib.io.case_inputs import discover_cases
-from AnomalySegLib.io.volume_io import read_volume, strip_volume_suffix, volume_suffix, write_volume
-from AnomalySegLib.preprocessing.case_folder import TRANSFORM_FILE, read_transform
-from AnomalySegLib.preprocessing.restore import restore_to_native
-
-EXIT_SOME_CASES_FAILED = 1
+from AnomalySegLib.cli_common import exit_status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,6 +40,12 @@ class RestoreJob:
 
 
 def run(args: argparse.Namespace) -> int:
+    from AnomalySegLib.batch import run_batch
+    from AnomalySegLib.errors import InputError, OutputExistsError
+    from AnomalySegLib.io.volume_io import read_volume, write_volume
+    from AnomalySegLib.preprocessing.case_folder import read_transform
+    from AnomalySegLib.preprocessing.restore import restore_to_native
+
     jobs = plan(args.map, args.reference, args.transform, args.output)
     kind = "binary" if args.binary else "continuous"
 
@@ -66,11 +64,16 @@ def run(args: argparse.Namespace) -> int:
         print(job.output_path)
 
     report = run_batch(jobs, process)  # logs each failure (one line naming the file and problem) and a summary
-    return 0 if report.all_ok else EXIT_SOME_CASES_FAILED
+    return exit_status(report.all_ok)
 
 
 def plan(map_path: Path, reference: Path, transform: Path, output: Path) -> list[RestoreJob]:
     """One job per map: a single file, or every volume in the ``map_path`` folder matched by case id."""
+    from AnomalySegLib.errors import InputError
+    from AnomalySegLib.io.case_inputs import discover_cases
+    from AnomalySegLib.io.volume_io import strip_volume_suffix, volume_suffix
+    from AnomalySegLib.preprocessing.case_folder import TRANSFORM_FILE
+
     if not map_path.exists():
         raise InputError(map_path, "does not exist")
     if map_path.is_file():

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AnomalySegLib.device import set_cpu_threads
 from AnomalySegLib.training.cli_options import add_training_arguments, config_with_overrides
-from AnomalySegLib.training.recon_training import train_recon_from_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from AnomalySegLib.device import set_cpu_threads
+    from AnomalySegLib.training.recon_training import train_recon_from_folder
+
     set_cpu_threads(args.threads)
     config = config_with_overrides(args)
     bundle = train_recon_from_folder(

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AnomalySegLib.device import set_cpu_threads
 from AnomalySegLib.training.cli_options import add_training_arguments, config_with_overrides
-from AnomalySegLib.training.seg_training import train_seg_from_folders
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from AnomalySegLib.device import set_cpu_threads
+    from AnomalySegLib.training.seg_training import train_seg_from_folders
+
     set_cpu_threads(args.threads)
     config = config_with_overrides(args, extra_overrides=("dice_weight", "synthetic_fraction"))
     bundle = train_seg_from_folders(

@@ -283,7 +283,7 @@ def load_reconstructor(
         network = build_network(spec, component.state_dict)
     except RuntimeError as error:
         raise ModelBundleError(where, f"'recon' weights do not fit its architecture ({error})") from error
-    levels = bundle.description.get("noise_levels", DEFAULT_NOISE_LEVELS)
+    levels = bundle.noise_levels or DEFAULT_NOISE_LEVELS
     return Reconstructor(spec, network, device=device, precision=precision, noise_levels=levels)
 
 

@@ -30,7 +30,7 @@ from AnomalySegLib.evaluation.native import native_metrics
 from AnomalySegLib.evaluation.pr_curve import PooledPRCurve
 from AnomalySegLib.metrics import volume_metrics, voxel_fpr
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase, list_cases, load_case
-from AnomalySegLib.scoring.volume import SCORING_SECTION, AnomalyScorer, VolumeScores
+from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores
 
 LOG = logging.getLogger(__name__)
 COMBINED, STAGE1, UNET = "combined", "stage1", "unet"
@@ -98,7 +98,7 @@ def resolve_threshold(bundle: ModelBundle, request: str | None) -> tuple[float |
     Raises:
         InputError: an unknown preset name.
     """
-    presets = bundle.description.get(SCORING_SECTION, {}).get("thresholds", {})
+    presets = bundle.thresholds
     if request is None:
         return (float(presets[DEFAULT_PRESET]), DEFAULT_PRESET) if DEFAULT_PRESET in presets else (None, "none")
     try:

@@ -28,6 +28,42 @@ class CaseInput:
     path: Path
 
 
+def companion_files(cases: list[CaseInput], given: str | Path | None, what: str) -> dict[str, Path]:
+    """Case id → its ``what`` file (``"mask"``, ``"label"``) from an option such as ``--mask``.
+
+    The one matching rule of every command: a file is allowed for a single case; a folder must hold
+    one volume file per case, named like the case (``<case_id>.nii.gz``, any volume type) or
+    ``<case_id>_<what>.*`` (also ``-<what>``, ``_<what>s``, ``-<what>s``). A case without one is an error.
+
+    Raises:
+        InputError: ``given`` does not exist; one file for several cases; a case has no file.
+    """
+    if given is None:
+        return {}
+    given = Path(given)
+    if not given.exists():
+        raise InputError(given, "does not exist")
+    if given.is_file():
+        if len(cases) != 1:
+            raise InputError(given, f"is one {what} file but the input has {len(cases)} cases; give a "
+                             f"folder of {what} files named like the cases")
+        return {cases[0].case_id: given}
+    by_id: dict[str, Path] = {}
+    for path in sorted(given.iterdir()):
+        if volume_suffix(path) is None or path.name.startswith("."):
+            continue
+        name = strip_volume_suffix(path)
+        by_id[name] = path
+        for suffix in (f"_{what}", f"-{what}", f"_{what}s", f"-{what}s"):
+            if name.endswith(suffix):
+                by_id.setdefault(name[: -len(suffix)], path)
+    missing = [case.case_id for case in cases if case.case_id not in by_id]
+    if missing:
+        raise InputError(given, f"holds no {what} file for case(s) {', '.join(missing[:5])}"
+                         f"{' …' if len(missing) > 5 else ''} (expected <case_id>.nii.gz or <case_id>_{what}.*)")
+    return {case.case_id: by_id[case.case_id] for case in cases}
+
+
 def discover_cases(input_path: str | Path) -> list[CaseInput]:
     """The cases named by ``input_path``.
 

@@ -17,6 +17,12 @@ from AnomalySegLib.errors import InputError
 MIN_VOXELS_PER_AXIS = 8
 #: Largest voxel spacing accepted (mm); anything coarser is not a brain MRI (or has broken units).
 MAX_SPACING_MM = 20.0
+#: Smallest field of view accepted along each axis (mm): an adult brain spans 120–170 mm; a scan
+#: narrower than this cannot hold enough of one to register and score.
+MIN_FIELD_OF_VIEW_MM = 60.0
+#: Most voxels a file may declare (1024×1024×512); checked on the header before any voxel is read,
+#: so a corrupt or hostile header cannot make ITK allocate tens of GiB.
+MAX_VOXELS = 1024 * 1024 * 512
 #: Mask and image grids agree if spacings differ by at most this fraction, origins by at most this
 #: fraction of the smallest spacing, and direction cosines by at most DIRECTION_TOLERANCE.
 #: NIfTI keeps geometry in 32-bit floats, so exact equality would reject genuine pairs.
@@ -42,12 +48,12 @@ def validate_volume(image: sitk.Image, path: str | Path | None) -> None:
     if np.issubdtype(values.dtype, np.floating):
         non_finite = int(values.size - np.count_nonzero(np.isfinite(values)))
         if non_finite:
-            raise InputError(path, f"has {non_finite} NaN or infinite voxels; all intensities must be finite")
+            raise InputError(path or "the image", f"has {non_finite} NaN or infinite voxels; all intensities must be finite")
     low, high = values.min(), values.max()
     if low == high == 0:
-        raise InputError(path, "is all zero (an empty volume)")
+        raise InputError(path or "the image", "is all zero (an empty volume)")
     if low == high:
-        raise InputError(path, f"has the same intensity ({low:g}) in every voxel")
+        raise InputError(path or "the image", f"has the same intensity ({low:g}) in every voxel")
 
 
 def validate_mask(mask: sitk.Image, image: sitk.Image, mask_path: str | Path | None,
@@ -68,20 +74,20 @@ def validate_mask(mask: sitk.Image, image: sitk.Image, mask_path: str | Path | N
     differences = grid_differences(mask, image)
     if differences:
         against = f"the image {Path(image_path).name}" if image_path is not None else "the image"
-        raise InputError(mask_path, f"is not on the grid of {against}: {'; '.join(differences)}")
+        raise InputError(mask_path or "the mask", f"is not on the grid of {against}: {'; '.join(differences)}")
     values = sitk.GetArrayViewFromImage(mask)
     if np.issubdtype(values.dtype, np.floating):
         if not np.all(np.isfinite(values)):
-            raise InputError(mask_path, "has NaN or infinite values; a binary or label mask is needed")
+            raise InputError(mask_path or "the mask", "has NaN or infinite values; a binary or label mask is needed")
         fractional = values[values != np.round(values)]
         if fractional.size:
-            raise InputError(mask_path, f"has non-integer values (e.g. {fractional.flat[0]:g}); "
+            raise InputError(mask_path or "the mask", f"has non-integer values (e.g. {fractional.flat[0]:g}); "
                              "a binary or label mask is needed")
     if values.min() < 0:
-        raise InputError(mask_path, f"has negative values (down to {values.min():g}); "
+        raise InputError(mask_path or "the mask", f"has negative values (down to {values.min():g}); "
                          "a binary or label mask (0 = background, > 0 = brain) is needed")
     if not np.any(values > 0):
-        raise InputError(mask_path, "is empty (no voxel > 0)")
+        raise InputError(mask_path or "the mask", "is empty (no voxel > 0)")
 
 
 def grid_differences(image: sitk.Image, reference: sitk.Image) -> list[str]:
@@ -108,28 +114,44 @@ def _check_scalar_3d(image: sitk.Image, path: str | Path | None, what: str) -> N
     dimension = image.GetDimension()
     if dimension != 3:
         detail = {2: " (a single slice)", 4: f" (4D series of {image.GetSize()[-1]} volumes)"}.get(dimension, "")
-        raise InputError(path, f"has {dimension} dimensions{detail}; {what} is needed")
+        raise InputError(path or "the image", f"has {dimension} dimensions{detail}; {what} is needed")
     components = image.GetNumberOfComponentsPerPixel()
     if components > 1:
-        raise InputError(path, f"has {components} components per voxel (a 4D series, colour or vector "
+        raise InputError(path or "the image", f"has {components} components per voxel (a 4D series, colour or vector "
                          f"image); {what} of scalar intensities is needed")
     if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
-        raise InputError(path, f"has complex-valued voxels; {what} of real intensities is needed")
+        raise InputError(path or "the image", f"has complex-valued voxels; {what} of real intensities is needed")
 
 
 def _check_size_and_spacing(image: sitk.Image, path: str | Path | None) -> None:
     size = image.GetSize()
     if min(size) < MIN_VOXELS_PER_AXIS:
-        raise InputError(path, f"is only {_format_size(size)} voxels; at least {MIN_VOXELS_PER_AXIS} "
+        raise InputError(path or "the image", f"is only {_format_size(size)} voxels; at least {MIN_VOXELS_PER_AXIS} "
                          "along each axis are needed")
     spacing = image.GetSpacing()
     if not all(0 < value <= MAX_SPACING_MM for value in spacing):
-        raise InputError(path, f"has voxel spacing {_format_vector(spacing)} mm; each must be > 0 and "
+        raise InputError(path or "the image", f"has voxel spacing {_format_vector(spacing)} mm; each must be > 0 and "
                          f"≤ {MAX_SPACING_MM:g} mm")
+    field_of_view = tuple(n * d for n, d in zip(size, spacing))
+    if min(field_of_view) < MIN_FIELD_OF_VIEW_MM:
+        raise InputError(path or "the image", f"is too small to be a brain scan (field of view "
+                         f"{_format_fov(field_of_view)} mm, minimum {MIN_FIELD_OF_VIEW_MM:g} mm along each axis)")
+
+
+def check_declared_size(size: tuple[int, ...], components: int, path: str | Path) -> None:
+    """Raise :class:`InputError` if a file's header declares more than :data:`MAX_VOXELS` voxel values."""
+    values = int(np.prod(size, dtype=np.int64)) * max(1, components)
+    if values > MAX_VOXELS:
+        raise InputError(path, f"declares {_format_size(size)} voxels{f' × {components} components' if components > 1 else ''}"
+                         f" ({values:,} values); at most {MAX_VOXELS:,} are accepted (e.g. 1024×1024×512)")
 
 
 def _format_size(size: tuple[int, ...]) -> str:
     return "×".join(str(value) for value in size)
+
+
+def _format_fov(values: tuple[float, ...]) -> str:
+    return " × ".join(f"{value:.0f}" for value in values)
 
 
 def _format_vector(values: tuple[float, ...] | np.ndarray) -> str:

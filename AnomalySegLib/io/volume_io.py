@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from AnomalySegLib.errors import AnomalySegError, InputError
 from AnomalySegLib.io.atomic import atomic_output
+from AnomalySegLib.io.validation import check_declared_size
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ def read_volume(path: str | Path) -> sitk.Image:
         :func:`AnomalySegLib.io.validation.validate_volume`).
 
     Raises:
-        InputError: missing, empty, truncated, corrupt or of an unsupported type.
+        InputError: missing, empty, truncated, corrupt, of an unsupported type, or its header
+            declares more voxels than :data:`AnomalySegLib.io.validation.MAX_VOXELS`.
     """
     path = Path(path)
     if path.is_dir():
@@ -88,8 +90,12 @@ def read_volume(path: str | Path) -> sitk.Image:
                          "or a DICOM series folder")
     if path.stat().st_size == 0:
         raise InputError(path, "is empty (0 bytes)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()  # the header only: refuse absurd sizes before allocating
+        check_declared_size(reader.GetSize(), reader.GetNumberOfComponents(), path)
+        image = reader.Execute()
     except RuntimeError as error:
         raise InputError(path, _diagnose_read_failure(path, suffix, str(error))) from error
     if suffix in _NIFTI_SUFFIXES:

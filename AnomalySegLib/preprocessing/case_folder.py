@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
-from AnomalySegLib.errors import InputError, OutputExistsError
+from AnomalySegLib.errors import InputError
+from AnomalySegLib.io.atomic import atomic_folder
 
 if TYPE_CHECKING:
     from AnomalySegLib.preprocessing.pipeline import PreprocessedCase
@@ -152,11 +150,7 @@ def write_case(case: "PreprocessedCase", folder: str | Path, overwrite: bool = F
         OutputExistsError: ``folder`` exists and ``overwrite`` is false.
     """
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise OutputExistsError(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with atomic_folder(folder, overwrite) as temp:
         sitk.WriteImage(sitk.Cast(case.image, sitk.sitkFloat32), str(temp / IMAGE_FILE), True)
         sitk.WriteImage(sitk.Cast(case.mask, sitk.sitkUInt8), str(temp / MASK_FILE), True)
         if case.labels is not None:
@@ -164,37 +158,4 @@ def write_case(case: "PreprocessedCase", folder: str | Path, overwrite: bool = F
         sitk.WriteTransform(case.transform, str(temp / TRANSFORM_FILE))
         document = {"spec": case.spec.to_dict(), "info": case.info}
         (temp / INFO_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        temp.chmod(0o777 & ~_UMASK)  # mkdtemp makes the folder private (0o700)
-        _replace_folder(temp, folder, overwrite)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return folder
-
-
-def _replace_folder(new: Path, target: Path, overwrite: bool) -> None:
-    """Rename ``new`` onto ``target``; an existing target is moved aside first and removed after."""
-    if not target.exists():
-        new.rename(target)
-        return
-    if not overwrite:
-        raise OutputExistsError(target)
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-# read once at import: os.umask can only be read by setting it, which is not thread-safe later
-_UMASK = _read_umask()

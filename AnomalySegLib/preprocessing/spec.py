@@ -16,9 +16,12 @@ convention (anterior up, patient left on the right).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from AnomalySegLib.errors import InputError
 from AnomalySegLib.spec_io import JsonSpec, SpecError
 
 SPEC_VERSION = 1
@@ -212,3 +215,20 @@ def _is_rotation(direction: tuple[float, ...]) -> bool:
            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
     return abs(det - 1.0) < 1e-6
+
+
+def read_spec(path: str | Path) -> PreprocessingSpec:
+    """A spec from a JSON file holding a spec, or a document with a ``"spec"`` entry
+    (a case folder's ``preprocessing.json``)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(path, f"cannot be read as a JSON preprocessing spec ({error})") from error
+    if isinstance(document, dict) and isinstance(document.get("spec"), dict):
+        document = document["spec"]
+    try:
+        return PreprocessingSpec.from_dict(document)
+    except SpecError as error:
+        raise InputError(path, str(error)) from error
+

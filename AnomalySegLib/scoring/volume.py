@@ -85,7 +85,7 @@ class AnomalyScorer:
         reconstructor = load_reconstructor(bundle, device, precision)
         has_seg = use_seg and SEG_COMPONENT in bundle.components
         seg_network = load_seg_network(bundle) if has_seg else None
-        config = ScoringConfig.from_dict(bundle.description.get(SCORING_SECTION, {}))
+        config = ScoringConfig.from_dict(bundle.section(SCORING_SECTION))
         return cls(reconstructor, seg_network, config)
 
     @torch.no_grad()
@@ -96,6 +96,7 @@ class AnomalyScorer:
         seed: int = 0,
         chunk_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        stage_started: Callable[[str], None] | None = None,
     ) -> VolumeScores:
         """Score one volume.
 
@@ -105,6 +106,8 @@ class AnomalyScorer:
             seed: seeds Stage I's noise (same seed, same scores).
             chunk_size: slices per Stage I pass (default: from the free memory).
             progress: ``progress(done, total)`` over Stage I passes.
+            stage_started: called with ``"segment"`` before the Stage II SegUnet runs and with
+                ``"score"`` before the anomaly score is computed.
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -116,9 +119,13 @@ class AnomalyScorer:
         timings["reconstruction"] = time.perf_counter() - start
         probability = None
         if self.seg_network is not None:
+            if stage_started is not None:
+                stage_started("segment")
             start = time.perf_counter()
             probability = self._segmentation_probability(image_t, torch.from_numpy(recon.per_level))
             timings["segmentation_network"] = time.perf_counter() - start
+        if stage_started is not None:
+            stage_started("score")
         start = time.perf_counter()
         term = reconstruction_score(image_t, torch.from_numpy(recon.mean).to(self.device), mask_t, self.config)
         score = combined_score(term, probability, mask_t, self.config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from AnomalySegLib.cli_common import add_compute_options, add_seed_option
 from AnomalySegLib.training.config import available_configs, load_config
 
 #: Options that override a key of the config's ``"training"`` section (option dest → key).
@@ -24,10 +25,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, config_prefix: str, 
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument("--max-steps", type=int, help="override the config's number of steps")
     parser.add_argument("--batch-size", type=int, help="override the config's batch size")
-    parser.add_argument("--seed", type=int, help="override the config's seed")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="override autocast precision")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    add_seed_option(parser, default=None)
+    add_compute_options(parser, precision_default=None)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from AnomalySegLib.device import autocast, autocast_dtype
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, step_generator
-from AnomalySegLib.training.distributed import (
+from AnomalySegLib.distributed import (
     DistributedContext,
     barrier,
     mean_across_processes,

@@ -43,7 +43,7 @@ from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase, load_case_fo
 from AnomalySegLib.spec_io import SpecError, check_keys
 from AnomalySegLib.training.augment import AugmentationSpec, SliceAugmenter
 from AnomalySegLib.training.case_splits import split_cases
-from AnomalySegLib.training.distributed import DistributedContext, init_distributed
+from AnomalySegLib.distributed import DistributedContext, init_distributed
 from AnomalySegLib.training.loop import TrainingOutcome
 from AnomalySegLib.training.scaffold import build_trainer, provenance, train_and_save, training_folders
 from AnomalySegLib.training.settings import TrainingSettings

@@ -22,7 +22,7 @@ from AnomalySegLib.bundle import ModelBundle, save_bundle
 from AnomalySegLib.device import describe
 from AnomalySegLib.errors import InputError, OutputExistsError
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
-from AnomalySegLib.training.distributed import DistributedContext, init_distributed, shutdown
+from AnomalySegLib.distributed import DistributedContext, init_distributed, shutdown
 from AnomalySegLib.training.loop import BatchFn, LossFn, Trainer, TrainingOutcome, ValidateFn
 from AnomalySegLib.training.settings import TrainingSettings
 

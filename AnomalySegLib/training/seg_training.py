@@ -23,7 +23,7 @@ from AnomalySegLib.networks.seg_unet import SegUnet
 from AnomalySegLib.preprocessing.case_folder import LABELS_FILE, ModelSpaceCase, load_case_folder
 from AnomalySegLib.scoring.volume import SCORING_SECTION, SEG_COMPONENT
 from AnomalySegLib.training.case_splits import split_cases, split_labelled
-from AnomalySegLib.training.distributed import DistributedContext, init_distributed
+from AnomalySegLib.distributed import DistributedContext, init_distributed
 from AnomalySegLib.training.loop import TrainingOutcome
 from AnomalySegLib.training.scaffold import build_trainer, provenance, train_and_save, training_folders
 from AnomalySegLib.training.seg_batches import SegBatchSource, synthetic_share

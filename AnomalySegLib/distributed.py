@@ -1,6 +1,6 @@
-"""Multi-GPU/multi-process training with PyTorch DDP under ``torchrun`` — no code changes needed.
+"""Multi-GPU/multi-process runs under ``torchrun`` — training (DDP) and batch inference (case sharding).
 
-``torchrun --nproc-per-node N -m AnomalySegLib train-recon ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``torchrun --nproc-per-node N -m AnomalySegLib train-recon|segment ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`init_distributed` reads them, joins the process group (NCCL on CUDA, gloo on the
 CPU) and gives each process its GPU. Without those variables it is a single process. Only rank 0 logs,
 shows progress and writes files (:attr:`DistributedContext.is_main`).

@@ -1,0 +1,23 @@
+"""Named choices the engine offers on the command line and in the Slicer module (torch-free).
+
+Threshold presets of a calibrated model, the default healthy false-positive rates they come from,
+and the compute precisions. Defined here once; the engine modules that act on them import them.
+"""
+
+from __future__ import annotations
+
+#: The Dice-optimal threshold on the validation set.
+VALIDATION_PRESET = "val"
+#: Voxel false-positive rates on healthy cases that ``calibrate`` turns into presets by default.
+DEFAULT_FPR_RATES = (0.01, 0.05, 0.10)
+
+
+def fpr_preset(rate: float) -> str:
+    """The threshold preset name of a voxel false-positive rate: 0.01 → ``"fpr1"``, 0.1 → ``"fpr10"``."""
+    return f"fpr{rate * 100:g}"
+
+
+#: Threshold presets ``segment --threshold`` accepts (when the model was calibrated for them).
+THRESHOLD_PRESETS = (VALIDATION_PRESET, *(fpr_preset(rate) for rate in DEFAULT_FPR_RATES))
+#: ``auto``: bf16 (or fp16) autocast on a GPU, fp32 on the CPU.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
