@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from AnomalySegLib.io.atomic import atomic_write_text
+from AnomalySegLib.quality.catalogue import MEASURES, column_name
 
-#: Columns of results.csv, in order. Volumes in ml, scores in anomaly-map units, times in seconds.
+#: Columns of results.csv, in order. Volumes in ml, scores in anomaly-map units, times in seconds;
+#: ``domain_<measure>``: the domain check's measures (AnomalySegLib.quality.catalogue).
 COLUMNS = (
     "case", "status", "error", "input", "mask_source",
     "volume_ml", "components", "largest_component_ml", "max_score", "mean_score_in_finding",
     "threshold", "threshold_source", "model", "engine_version", "device",
     "seconds_total", "seconds_load", "seconds_preprocess", "seconds_reconstruct", "seconds_segment",
     "seconds_score", "seconds_restore", "seconds_write",
+    *(column_name(measure) for measure in MEASURES),
 )
 
 
