@@ -49,7 +49,7 @@ BUILTIN_REFUSE: dict[str, Range] = {
     "in_plane_spacing_mm": (None, 4.0),
     "neighbour_correlation": (0.5, None),
     "hounsfield_air_fraction": (None, 0.05),
-    "registration_similarity": (0.3, None),
+    "registration_similarity": (0.15, None),
     "brain_volume_ml": (700.0, 2600.0),
     "fov_brain_fraction": (0.6, None),
     "head_tilt_deg": (None, 60.0),

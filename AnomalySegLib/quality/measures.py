@@ -15,6 +15,7 @@ import functools
 import math
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 from scipy.stats import wasserstein_distance
 
 from AnomalySegLib.preprocessing.model_space import resample_to_model
@@ -25,6 +26,13 @@ from AnomalySegLib.quality.catalogue import HISTOGRAM_BINS, HOUNSFIELD_AIR
 
 #: Step (template voxels) at which the template brain is sampled for the field-of-view fraction.
 FOV_SAMPLING_STEP = 2
+#: Registration similarity: Gaussian smoothing (mm) of both images and erosion (mm) of the template brain
+#: before correlating. The smoothing keeps the brain's large structures (white matter, ventricles, deep
+#: grey matter), the erosion leaves out the brain's rim, where the template mask of a skull-on scan holds
+#: CSF, dura and skull and where a ball or any bright blob also correlates with a brain (a smooth sphere
+#: scored 0.18 against 0.20 for MRBrainTumor1 without them; -0.00 against 0.29 with them).
+SIMILARITY_SMOOTHING_MM = 3.0
+SIMILARITY_EROSION_MM = 8.0
 
 
 def header_measures(image: sitk.Image) -> dict[str, float]:
@@ -56,10 +64,12 @@ def model_space_measures(case: PreprocessedCase, reference_histogram: np.ndarray
             [0, 1], sums to 1); ``None`` leaves out ``intensity_distance``.
     """
     image, mask, _ = case.arrays()
-    template_image, template_mask = _template_on_grid(case.spec.template, case.spec.grid)
+    template_image, template_core = _template_on_grid(case.spec.template, case.spec.grid)
+    sigma = [SIMILARITY_SMOOTHING_MM / s for s in reversed(case.spec.grid.spacing)]  # [z, y, x] voxels
     matrix = np.asarray(case.transform.GetMatrix(), float).reshape(3, 3)
     measures = {
-        "registration_similarity": _normalized_correlation(image, template_image, mask & template_mask),
+        "registration_similarity": _normalized_correlation(ndimage.gaussian_filter(image, sigma), template_image,
+                                                           mask & template_core),
         "brain_volume_ml": _template_brain_ml(case.spec.template) * abs(float(np.linalg.det(matrix))),
         "fov_brain_fraction": _fov_brain_fraction(case),
         "head_tilt_deg": _rotation_angle_deg(matrix),
@@ -152,8 +162,12 @@ def _template_brain_ml(template_name: str) -> float:
 
 @functools.lru_cache(maxsize=4)
 def _template_on_grid(template_name: str, grid: ModelGrid) -> tuple[np.ndarray, np.ndarray]:
-    """The skull-stripped template (float32) and its brain mask (bool) on the model grid, ``[Z, Y, X]``."""
+    """On the model grid, ``[Z, Y, X]``: the skull-stripped template smoothed by
+    :data:`SIMILARITY_SMOOTHING_MM` (float32) and its brain mask eroded by :data:`SIMILARITY_EROSION_MM` (bool)."""
     template = load_template(template_name)
     image = sitk.GetArrayFromImage(resample_to_model(template.t1_brain, sitk.Transform(), grid))
     mask = sitk.GetArrayFromImage(resample_to_model(template.mask, sitk.Transform(), grid, binary=True)) > 0
-    return image.astype(np.float32), mask
+    spacing = np.asarray(grid.spacing[::-1], float)  # [z, y, x] mm
+    image = ndimage.gaussian_filter(image.astype(np.float32), SIMILARITY_SMOOTHING_MM / spacing)
+    depth_mm = ndimage.distance_transform_edt(mask, sampling=spacing)  # distance to the brain's edge
+    return image, depth_mm >= SIMILARITY_EROSION_MM
