@@ -81,7 +81,9 @@ class Limits:
         return cls(refuse=_range(data.get(REFUSE)), warn=_range(data.get(WARN)))
 
     def to_dict(self) -> dict[str, list[float | None]]:
-        return {REFUSE: list(self.refuse), WARN: list(self.warn)}
+        """JSON-ready; bounds rounded to 4 decimals."""
+        return {kind: [None if bound is None else round(bound, 4) for bound in bounds]
+                for kind, bounds in ((REFUSE, self.refuse), (WARN, self.warn))}
 
 
 @dataclass
