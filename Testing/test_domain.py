@@ -174,3 +174,10 @@ def test_cli_refuses_noise_with_one_line(tmp_path):
     assert [row["status"] for row in rows] == ["failed"]
     assert "correlation of neighbouring voxels" in rows[0]["error"]
     assert not list(out.glob("*anomaly_mask*"))
+
+
+def test_broken_volume_gets_the_validation_message_not_a_refusal(check, real_data):
+    """The check validates first: a constant volume is reported as such, not as "noise"."""
+    constant = sitk.Image(32, 32, 32, sitk.sitkFloat32) + 5.0
+    with pytest.raises(InputError, match="same intensity"):
+        check.before_preprocessing(constant, "constant.nii.gz")

@@ -30,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from AnomalySegLib.errors import InputError, ModelBundleError
+from AnomalySegLib.io.validation import validate_volume
 from AnomalySegLib.preprocessing.pipeline import PreprocessedCase
 from AnomalySegLib.quality.catalogue import HISTOGRAM_BINS, MEASURES
 from AnomalySegLib.quality.measures import header_measures, model_space_measures
@@ -152,9 +153,12 @@ class DomainCheck:
     def before_preprocessing(self, image: sitk.Image, path: str | Path | None = None) -> DomainReport:
         """Header measures of the native volume (< 1 s); refuses hopeless input before preprocessing.
 
+        The volume is validated first, so that a broken file (2D, NaN, constant...) gets its own message.
+
         Raises:
-            InputError: a header measure lies outside its refuse range.
+            InputError: the volume is unusable, or a header measure lies outside its refuse range.
         """
+        validate_volume(image, path)
         report = DomainReport()
         self._judge(report, header_measures(image), path)
         return report
