@@ -62,7 +62,9 @@ class SegmentationResult:
         thresholds: the model's preset thresholds (``"val"``, ``"fpr1"``, ...), for re-thresholding.
         findings: volume (ml), components, scores of the mask.
         model_space: the model-space case and scores (for ``--save-intermediate`` and evaluation).
-        info: provenance: model, device, preprocessing info (mask source, registration), timings (s).
+        info: provenance: model, device, preprocessing info (mask source, registration), timings (s);
+            ``qc_warnings`` (list of one-line warnings of the domain check, empty if none) and
+            ``domain`` (the check's measures by name, see :mod:`AnomalySegLib.quality.catalogue`).
     """
 
     image: sitk.Image
