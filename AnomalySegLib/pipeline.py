@@ -35,6 +35,7 @@ from AnomalySegLib.io.volume_io import read_volume
 from AnomalySegLib.preprocessing.pipeline import PreprocessedCase, preprocess_image
 from AnomalySegLib.preprocessing.restore import restore_to_native
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec, SpecError
+from AnomalySegLib.quality.domain import DomainCheck, DomainReport
 from AnomalySegLib.reporting.findings import Findings, summarize_findings
 from AnomalySegLib.resources import resources_dir
 from AnomalySegLib.scoring.anomaly_score import binarize
@@ -64,7 +65,9 @@ class SegmentationResult:
         findings: volume (ml), components, scores of the mask.
         model_space: the model-space case and scores (for ``--save-intermediate`` and evaluation);
             ``None`` for a result re-thresholded from saved files.
-        info: provenance (model, device, precision, preprocessing), checks and timings.
+        info: provenance (model, device, precision, preprocessing), checks and timings;
+            ``qc_warnings`` and ``domain`` come from the domain check
+            (:mod:`AnomalySegLib.quality.catalogue`).
     """
 
     image: sitk.Image
@@ -82,11 +85,12 @@ class SegmentationResult:
 @dataclass
 class PreparedCase:
     """A case read and preprocessed, waiting for the networks: the native ``image``, the model-space
-    ``case`` and the seconds spent so far per stage."""
+    ``case``, the seconds spent so far per stage and the domain check's measures and warnings."""
 
     image: sitk.Image
     case: PreprocessedCase
     timings: StageTimings
+    domain: DomainReport = field(default_factory=DomainReport)
 
 
 def default_model_path() -> Path:
@@ -120,6 +124,7 @@ class AnomalySegmenter:
             self.scorer = AnomalyScorer.from_bundle(self.bundle, device=device, precision=precision)
         except ValueError as error:  # an unavailable device
             raise AnomalySegError(str(error)) from error
+        self.domain_check = DomainCheck.from_section(self.bundle.description.get("domain"), where)
         self.seed = seed
         self.thresholds = _preset_thresholds(self.bundle)
         self.chunk_size: int | None = None  # slices per network pass; halved after an out-of-memory error
@@ -173,13 +178,16 @@ class AnomalySegmenter:
         """Preprocess one native volume into model space (CPU work only; a batch overlaps it with the GPU).
 
         Raises:
-            InputError: the image or mask is unusable (names the file and the problem).
+            InputError: the image or mask is unusable, or refused by the domain check (names the file
+                and the problem).
         """
         start = time.perf_counter()
+        domain = self.domain_check.before_preprocessing(image, image_path)
         _report(progress, "preprocess", 0.0, "registration to the template, bias correction")
         case = preprocess_image(image, mask, self.spec, image_path=image_path, mask_path=mask_path)
+        self.domain_check.after_preprocessing(case, domain, image_path)
         _report(progress, "preprocess", 1.0, f"brain mask from {case.info['mask_source']}")
-        return PreparedCase(image, case, StageTimings(preprocess=time.perf_counter() - start))
+        return PreparedCase(image, case, StageTimings(preprocess=time.perf_counter() - start), domain)
 
     def segment_file(self, image_path: str | Path, mask_path: str | Path | None = None,
                      threshold: str | float = "val", progress: ProgressCallback | None = None) -> SegmentationResult:
@@ -236,6 +244,8 @@ class AnomalySegmenter:
             seed=self.seed,
             preprocessing=case.info,
             timings=timings,
+            qc_warnings=list(prepared.domain.warnings),
+            domain=dict(prepared.domain.measures),
         )
         return SegmentationResult(image, reconstruction, anomaly_map, anomaly_mask, threshold_value, threshold_source,
                                   dict(self.thresholds), findings, (case, scores), info)

@@ -15,17 +15,20 @@ from typing import Any, Mapping, Sequence
 
 from AnomalySegLib.io.atomic import atomic_write_text
 from AnomalySegLib.output_names import RESULTS_CSV, RESULTS_JSON
+from AnomalySegLib.quality.catalogue import MEASURES, column_name
 
 log = logging.getLogger(__name__)
 
 #: Columns of results.csv, in order. Volumes in ml, scores in anomaly-map units, times in seconds;
-#: ``qc_warnings`` joined by "; "; ``scored_brain_fraction`` in [0, 1].
+#: ``qc_warnings`` joined by "; "; ``scored_brain_fraction`` in [0, 1]; ``domain_<measure>``: the domain
+#: check's measures (AnomalySegLib.quality.catalogue).
 COLUMNS = (
     "case", "status", "error", "qc_warnings", "input", "mask_source",
     "volume_ml", "components", "largest_component_ml", "max_score", "mean_score_in_finding",
     "threshold", "threshold_source", "model", "engine_version", "device", "precision", "scored_brain_fraction",
     "seconds_total", "seconds_load", "seconds_preprocess", "seconds_reconstruct", "seconds_segment",
     "seconds_score", "seconds_restore", "seconds_write",
+    *(column_name(measure) for measure in MEASURES),
 )
 
 
