@@ -34,13 +34,20 @@ from AnomalySegLib.preprocessing.restore import restore_to_native
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec, SpecError
 from AnomalySegLib.reporting.findings import Findings, summarize_findings
 from AnomalySegLib.resources import resources_dir
-from AnomalySegLib.scoring.anomaly_score import binarize
+from AnomalySegLib.scoring.coverage import scored_brain_fraction, scored_box_on_native
+from AnomalySegLib.scoring.operating_point import (
+    THRESHOLD_PRESETS,
+    CleanUp,
+    OperatingPoint,
+    apply_operating_point,
+    voxel_size_zyx,
+)
 from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "default"
-THRESHOLD_PRESETS = ("val", "fpr1", "fpr5", "fpr10")
+__all__ = ["THRESHOLD_PRESETS", "AnomalySegmenter", "SegmentationResult", "PreparedCase", "default_model_path"]
 
 #: ``progress(stage, fraction_within_stage, message)``; stages as in :data:`AnomalySegLib.progress.SEGMENT_STAGES`.
 ProgressCallback = Callable[[str, float, str], None]
@@ -56,12 +63,16 @@ class SegmentationResult:
             [0, 1] range mapped back through the 1st–99th percentile rescaling, after bias correction),
             0 outside the brain.
         anomaly_map: float32 anomaly score AS (0 outside the brain; higher = more abnormal).
-        anomaly_mask: uint8 0/1, ``anomaly_map > threshold`` (then the bundle's optional post-processing).
+        anomaly_mask: uint8 0/1, the operating point applied to ``anomaly_map`` (``anomaly_map > threshold``,
+            then the bundle's clean-up: :mod:`AnomalySegLib.scoring.operating_point`).
         threshold: the threshold applied; ``threshold_source`` says where it came from.
         thresholds: the model's preset thresholds (``"val"``, ``"fpr1"``, ...), for re-thresholding.
         findings: volume (ml), components, scores of the mask.
         model_space: the model-space case and scores (for ``--save-intermediate`` and evaluation).
-        info: provenance: model, device, preprocessing info (mask source, registration), timings (s).
+        scored_region: uint8 0/1 on the native grid, the part of the input inside the model grid's box (what
+            was looked at; the QC picture outlines it).
+        info: provenance: model, device, preprocessing info (mask source, registration), timings (s),
+            ``operating_point`` (the rule applied) and ``scored_brain_fraction`` (0–1).
     """
 
     image: sitk.Image
@@ -74,6 +85,7 @@ class SegmentationResult:
     findings: Findings
     model_space: tuple[PreprocessedCase, VolumeScores]
     info: dict[str, Any] = field(default_factory=dict)
+    scored_region: sitk.Image | None = None
 
 
 @dataclass
@@ -119,6 +131,10 @@ class AnomalySegmenter:
             raise AnomalySegError(str(error)) from error
         self.seed = seed
         self.thresholds = _preset_thresholds(self.bundle)
+        try:
+            self.clean_up = CleanUp.from_scoring(self.bundle.description.get("scoring", {}))
+        except ValueError as error:
+            raise ModelBundleError(where, f"invalid scoring section ({error})") from error
         self.chunk_size: int | None = None  # slices per network pass; halved after an out-of-memory error
 
     @property
@@ -215,10 +231,14 @@ class AnomalySegmenter:
         recon_native_units = np.where(scores.mask, scores.reconstruction * (high - low) + low, 0.0)
         reconstruction = restore_to_native(recon_native_units, image, case.transform, "continuous", grid)
         anomaly_map = restore_to_native(scores.anomaly_score, image, case.transform, "continuous", grid)
-        mask_array = binarize(sitk.GetArrayViewFromImage(anomaly_map), threshold_value, self.scorer.config)
+        operating_point = OperatingPoint(threshold_value, threshold_source, self.clean_up)
+        mask_array = apply_operating_point(sitk.GetArrayViewFromImage(anomaly_map),
+                                           voxel_size_zyx(image.GetSpacing()), threshold_value, self.clean_up)
         anomaly_mask = sitk.GetImageFromArray(mask_array.astype(np.uint8))
         anomaly_mask.CopyInformation(image)
         findings = summarize_findings(anomaly_mask, anomaly_map)
+        scored_region = scored_box_on_native(image, case.transform, grid)
+        brain_fraction = scored_brain_fraction(image, case.transform, scored_region, self.spec)
         timings["restore"] = time.perf_counter() - start
         _report(progress, "restore", 1.0, f"{findings.volume_ml:.2f} ml in {findings.components} finding(s)")
 
@@ -231,9 +251,11 @@ class AnomalySegmenter:
             "seed": self.seed,
             "preprocessing": case.info,
             "timings_s": timings,
+            "operating_point": operating_point.to_info(),
+            "scored_brain_fraction": brain_fraction,
         }
         return SegmentationResult(image, reconstruction, anomaly_map, anomaly_mask, threshold_value, threshold_source,
-                                  dict(self.thresholds), findings, (case, scores), info)
+                                  dict(self.thresholds), findings, (case, scores), info, scored_region)
 
     def _score(self, image: np.ndarray, mask: np.ndarray, progress: ProgressCallback | None) -> VolumeScores:
         """Score in model space; on a GPU out-of-memory error retry with half as many slices per pass."""
