@@ -6,7 +6,9 @@ Per case ``<id>`` in the output folder::
     <id>_anomaly_map.nii.gz    anomaly score, float32 (input's grid)
     <id>_anomaly_mask.nii.gz   thresholded anomaly, uint8 0/1 (input's grid)
     <id>_anomaly.seg.nrrd      the mask as a Slicer segmentation (name, colour, terminology)
-    <id>_qc.png                axial/coronal/sagittal views through the largest finding
+    <id>_qc.png                axial/coronal/sagittal views through the largest finding, findings numbered,
+                               the scored region outlined, the domain warnings printed
+    <id>_findings.csv          one row per finding, largest first (reporting.findings.FINDINGS_COLUMNS)
     <id>_result.json           the case's row of the results table; written last, it marks the case done
     <id>_model_space/          with --save-intermediate: model-space image, mask, x̂, x̃, ŷ, AS, transform
 """
@@ -29,15 +31,17 @@ from AnomalySegLib.io.segmentation_io import write_segmentation
 from AnomalySegLib.io.volume_io import write_volume
 from AnomalySegLib.pipeline import SegmentationResult
 from AnomalySegLib.preprocessing.restore import model_image
+from AnomalySegLib.reporting.findings import findings_csv
 from AnomalySegLib.reporting.qc_figure import render_qc_figure, save_png
 
-ROLES = ("recon", "anomaly_map", "anomaly_mask", "segmentation", "qc")
+ROLES = ("recon", "anomaly_map", "anomaly_mask", "segmentation", "qc", "findings")
 _FILE_NAMES = {
     "recon": "{}_recon.nii.gz",
     "anomaly_map": "{}_anomaly_map.nii.gz",
     "anomaly_mask": "{}_anomaly_mask.nii.gz",
     "segmentation": "{}_anomaly.seg.nrrd",
     "qc": "{}_qc.png",
+    "findings": "{}_findings.csv",
 }
 
 
@@ -90,9 +94,11 @@ def write_case_outputs(result: SegmentationResult, outputs: CaseOutputs, overwri
     write_segmentation(result.anomaly_mask, outputs.path("segmentation"), overwrite=overwrite)
     figure = render_qc_figure(result.image, result.reconstruction, result.anomaly_map, result.anomaly_mask,
                               result.findings.largest_center_index, title=_qc_title(outputs.case_id, result),
-                              threshold=result.threshold)
+                              threshold=result.threshold, warnings=result.info.get("qc_warnings", ()),
+                              findings=result.findings.table, scored_region=result.scored_region)
     with atomic_output(outputs.path("qc"), overwrite) as temp_png:
         save_png(figure, temp_png)
+    atomic_write_text(outputs.path("findings"), findings_csv(result.findings), overwrite)
     if save_intermediate:
         _write_model_space(result, outputs.model_space_folder, overwrite)
     return outputs.files
@@ -105,8 +111,12 @@ def mark_complete(outputs: CaseOutputs, row: dict[str, Any], overwrite: bool = F
 
 def _qc_title(case_id: str, result: SegmentationResult) -> str:
     findings = result.findings
-    return (f"{case_id}: {findings.volume_ml:.1f} ml in {findings.components} finding(s), "
-            f"threshold {result.threshold:.3f} ({result.threshold_source})")
+    title = (f"{case_id}: {findings.volume_ml:.1f} ml in {findings.components} finding(s), "
+             f"threshold {result.threshold:.3f} ({result.threshold_source})")
+    fraction = result.info.get("scored_brain_fraction")
+    if fraction is not None:
+        title += f"\nscored: {100 * fraction:.0f} % of the brain (inside the dashed box); the rest was not looked at"
+    return title
 
 
 def _write_model_space(result: SegmentationResult, folder: Path, overwrite: bool) -> None:
