@@ -153,3 +153,35 @@ def test_findings_table_matches_the_mask(real_data):
     lines = findings_csv(findings).splitlines()
     assert lines[0] == ",".join(FINDINGS_COLUMNS) and len(lines) == 3
     assert "table" not in findings.as_row()
+
+
+def test_search_takes_the_best_dice_within_the_healthy_limit():
+    """Lesion maps score their lesion 0.8 plus scattered single-voxel speckle at 0.9; the healthy map has
+    the same speckle (0.9) and nothing else. With 1 mm voxels and a 0.02 ml healthy limit, only a
+    minimum finding size above one voxel keeps the speckle out; the best Dice among those is the clean
+    lesion."""
+    from AnomalySegLib.operating_point_search import SearchRule, search_operating_point
+
+    rng = np.random.default_rng(1)
+    shape = (20, 20, 20)
+    speckle = np.zeros(shape, dtype=bool)
+    speckle[tuple(rng.integers(2, 18, size=(2, 40))) + (rng.integers(13, 19, size=40),)] = True  # away from lesions
+    lesion_scores, lesion_labels = [], []
+    for offset in (3, 9):
+        truth = np.zeros(shape, dtype=bool)
+        truth[offset:offset + 5, 5:10, 5:10] = True
+        score = np.full(shape, 0.1, dtype=np.float32)
+        score[truth] = 0.8
+        score[speckle & ~truth] = 0.9
+        lesion_scores.append(score)
+        lesion_labels.append(truth)
+    healthy = np.full(shape, 0.1, dtype=np.float32)
+    healthy[speckle] = 0.9
+    rule = SearchRule(max_healthy_ml=0.02, max_healthy_findings=5, rim_erosion_mm=(0.0,), median_mm=(0.0,),
+                      min_finding_ml=(0.0, 0.005, 0.05))
+    result = search_operating_point(lesion_scores, lesion_labels, {"healthy": healthy}, (1, 1, 1), rule)
+    assert result.limit_met
+    assert result.clean_up == CleanUp(min_finding_ml=0.005) or result.clean_up == CleanUp(min_finding_ml=0.05)
+    assert result.mean_dice == pytest.approx(1.0)
+    assert result.healthy["healthy"] == {"flagged_ml": 0.0, "findings": 0}
+    assert 0.1 <= result.threshold < 0.8
