@@ -30,14 +30,14 @@ from AnomalySegLib.scoring.operating_point import CONNECTIVITY, CleanUp, apply_o
 
 LOG = logging.getLogger(__name__)
 #: Quantile levels of the lesioned volumes' in-brain scores tried as thresholds.
-THRESHOLD_QUANTILES = tuple(np.round(np.linspace(0.80, 0.999, 40), 4))
+THRESHOLD_QUANTILES = tuple(np.round(np.linspace(0.80, 0.999, 30), 4))
 
 
 @dataclass(frozen=True)
 class SearchRule:
     """Settings of the operating-point search (see the module docstring)."""
 
-    lesion_copies: int = 3
+    lesion_copies: int = 2
     max_healthy_ml: float = 5.0
     max_healthy_findings: int = 5
     rim_erosion_mm: tuple[float, ...] = (0.0, 2.0, 4.0)
@@ -80,11 +80,15 @@ class SearchResult:
         }
 
 
-def lesioned_copies(cases: Sequence[ModelSpaceCase], rule: SearchRule,
-                    voxel_size_mm: Sequence[float]) -> tuple[list[ModelSpaceCase], dict[str, list[dict]]]:
-    """``rule.lesion_copies`` lesioned copies of each case (ids ``<case>_lesions<n>``) and their lesions."""
+def lesioned_copies(cases: Sequence[ModelSpaceCase], rule: SearchRule, voxel_size_mm: Sequence[float],
+                    case_indices: Sequence[int] | None = None) -> tuple[list[ModelSpaceCase], dict[str, list[dict]]]:
+    """``rule.lesion_copies`` lesioned copies of each case (ids ``<case>_lesions<n>``) and their lesions.
+
+    Copy ``n`` of the case at position ``i`` (or ``case_indices[i]``) is seeded by ``(rule.seed, i, n)``.
+    """
     copies, inventory = [], {}
-    for case_index, case in enumerate(cases):
+    indices = range(len(cases)) if case_indices is None else case_indices
+    for case_index, case in zip(indices, cases):
         for copy in range(rule.lesion_copies):
             rng = np.random.default_rng([rule.seed, case_index, copy])
             image, labels, drawn = rule.lesions(case.image, case.mask, voxel_size_mm, rng)

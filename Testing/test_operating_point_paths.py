@@ -115,3 +115,34 @@ def test_findings_csv_lists_every_finding_of_the_mask(segmented):
     assert [int(row["rank"]) for row in rows] == list(range(1, len(rows) + 1))
     assert sum(float(row["volume_ml"]) for row in rows) == pytest.approx(result.findings.volume_ml, rel=1e-4)
     assert (folder / f"{CASE}_qc.png").stat().st_size > 10_000
+
+
+def test_calibrate_chooses_the_operating_point_and_keeps_other_files(tiny_bundle, healthy_cases, tmp_path, capsys):
+    """``anomalyseg calibrate --healthy`` in place: the rule's choice lands in model.json (threshold, clean-up,
+    evidence); the weights and a model card next to them stay."""
+    from AnomalySegLib.cli import main
+    from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, MASK_FILE
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "MODEL_CARD.md").write_text("card\n", encoding="utf-8")
+    healthy = tmp_path / "healthy"
+    for case in healthy_cases[2:4]:
+        (healthy / case.case_id).mkdir(parents=True)
+        sitk.WriteImage(sitk.GetImageFromArray(case.image), str(healthy / case.case_id / IMAGE_FILE))
+        sitk.WriteImage(sitk.GetImageFromArray(case.mask.astype(np.uint8)), str(healthy / case.case_id / MASK_FILE))
+    assert main(["calibrate", "--model", str(bundle), "--healthy", str(healthy), "--lesion-copies", "1",
+                 "--max-healthy-ml", "5", "--rim-erosion-mm", "0", "4", "--median-mm", "0",
+                 "--min-finding-ml", "0", "0.5", "--device", "cpu", "--threads", "2"]) == 0
+    assert "operating point: threshold" in capsys.readouterr().out
+    scoring = load_bundle(bundle).description["scoring"]
+    evidence = scoring["calibration"]["operating_point"]
+    assert scoring["thresholds"]["val"] == evidence["threshold"]
+    assert scoring["rim_erosion_mm"] in (0.0, 4.0) and scoring["min_finding_ml"] in (0.0, 0.5)
+    assert evidence["healthy_cases"] == [case.case_id for case in healthy_cases[2:4]]
+    assert len(evidence["lesion_dice"]) == 2 and evidence["rule"]["max_healthy_ml"] == 5.0
+    assert evidence["combinations_tried"] >= 4
+    if evidence["healthy_limit_met"]:
+        assert all(v["flagged_ml"] <= 5.0 and v["findings"] <= 5 for v in evidence["healthy"].values())
+    assert set(scoring["thresholds"]) == {"val", "fpr1", "fpr5", "fpr10"}
+    assert (bundle / "MODEL_CARD.md").read_text(encoding="utf-8") == "card\n"

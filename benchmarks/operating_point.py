@@ -140,15 +140,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--cache", type=Path, help="keep the anomaly maps here and reuse them (same weights)")
-    parser.add_argument("--maps-only", action="store_true", help="only compute the maps into --cache")
+    parser.add_argument("--maps-only", nargs="*", metavar="CASE",
+                        help="only compute the maps into --cache (of these cases; default: all)")
     parser.add_argument("--old-threshold", type=float,
                         help="the previous 'val' threshold (default: the bundle's calibration.previous_thresholds)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     segmenter = AnomalySegmenter(args.model, device="cpu")
     names = [image for image, _, _ in TUMOURS.values()] + [*CALIBRATION_SCANS, *UNTOUCHED_SCANS]
-    if args.maps_only:
-        for name in names:
+    if args.maps_only is not None:
+        for name in args.maps_only or names:
             anomaly_map(segmenter, name, args.cache)
         return
     old_threshold = args.old_threshold

@@ -10,6 +10,10 @@ choice so that ``benchmarks/operating_point.py`` can report them as unseen; MRBr
 Usage::
 
     python scripts/calibrate_default_model.py [--model Resources/Models/default] [--threads 2]
+    # or score the scans in parallel processes first (cached), then choose:
+    python scripts/calibrate_default_model.py --cache work/ --score-only itk_kmeans_t1 &
+    python scripts/calibrate_default_model.py --cache work/ --score-only someones_anatomy &
+    wait; python scripts/calibrate_default_model.py --cache work/
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from AnomalySegLib import sample_data
 from AnomalySegLib.bundle import load_bundle
 from AnomalySegLib.calibration import (
-    calibrate_operating_point,
+    OperatingPointCalibration,
     describe_operating_point,
+    fpr_preset,
     scoring_section_with,
     write_scoring_section,
 )
-from AnomalySegLib.operating_point_search import SearchRule
+from AnomalySegLib.operating_point_search import SearchRule, lesioned_copies, search_operating_point
+from AnomalySegLib.scoring.thresholds import fpr_thresholds
 from AnomalySegLib.pipeline import default_model_path
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
 from AnomalySegLib.preprocessing.pipeline import preprocess_file
@@ -45,10 +52,53 @@ UNTOUCHED_SCANS = ("robex_reference_t1", "nibabel_anatomical")
 NEVER = ("mrbraintumor1", "mrbraintumor2")
 
 
+def score_scan(scorer: AnomalyScorer, spec: PreprocessingSpec, name: str, rule: SearchRule, cache: Path) -> Path:
+    """Preprocess one calibration scan, score it and its lesioned copies; save the arrays in ``cache``."""
+    target = cache / f"{name}.npz"
+    if target.is_file():
+        return target
+    index = CALIBRATION_SCANS.index(name)
+    image, mask, _ = preprocess_file(sample_data.fetch(name), spec=spec).arrays()
+    case = ModelSpaceCase(f"heldout_{name}", image, mask, None)
+    copies, inventory = lesioned_copies([case], rule, voxel_size_zyx(spec.grid.spacing), case_indices=[index])
+    arrays = {"healthy": scorer.score(image, mask).anomaly_score, "mask": mask}
+    for n, copy in enumerate(copies):
+        logging.info("scoring %s", copy.case_id)
+        arrays[f"lesion{n}"] = scorer.score(copy.image, copy.mask).anomaly_score
+        arrays[f"labels{n}"] = copy.labels
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache / f".{name}.npz", **arrays)
+    (cache / f".{name}.npz").rename(target)
+    (cache / f"{name}.json").write_text(json.dumps(inventory), encoding="utf-8")
+    return target
+
+
+def choose(cache: Path, rule: SearchRule, spec: PreprocessingSpec) -> OperatingPointCalibration:
+    """The operating point from the cached scores of every calibration scan (the rule of
+    :func:`AnomalySegLib.calibration.calibrate_operating_point`, split so the scans can be scored in parallel)."""
+    healthy, lesion_scores, lesion_labels, lesion_ids, inventory, in_brain = {}, [], [], [], {}, []
+    for name in CALIBRATION_SCANS:
+        arrays = np.load(cache / f"{name}.npz")
+        healthy[f"heldout_{name}"] = arrays["healthy"]
+        in_brain.append(arrays["healthy"][arrays["mask"]])
+        for n in range(rule.lesion_copies):
+            lesion_scores.append(arrays[f"lesion{n}"])
+            lesion_labels.append(arrays[f"labels{n}"])
+            lesion_ids.append(f"heldout_{name}_lesions{n}")
+        inventory.update(json.loads((cache / f"{name}.json").read_text(encoding="utf-8")))
+    search = search_operating_point(lesion_scores, lesion_labels, healthy, voxel_size_zyx(spec.grid.spacing), rule,
+                                    lesion_ids)
+    search.lesion_inventory = inventory
+    presets = {fpr_preset(rate): value for rate, value in fpr_thresholds(np.concatenate(in_brain)).items()}
+    return OperatingPointCalibration(search, rule, presets, list(healthy), seed=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=default_model_path())
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", type=Path, required=True, help="scored calibration scans (npz)")
+    parser.add_argument("--score-only", choices=CALIBRATION_SCANS, help="only score this scan into --cache")
     parser.add_argument("--dry-run", action="store_true", help="print the result; leave the bundle alone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
@@ -59,13 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         if name in training or name in NEVER:
             raise SystemExit(f"{name} was used for training or is a test case: not a calibration scan")
     spec = PreprocessingSpec.from_dict(bundle.description["preprocessing"])
-    cases = []
-    for name in CALIBRATION_SCANS:
-        image, mask, _ = preprocess_file(sample_data.fetch(name), spec=spec).arrays()
-        cases.append(ModelSpaceCase(f"heldout_{name}", image, mask, None))
-    scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
     rule = SearchRule()
-    result = calibrate_operating_point(scorer, cases, rule, voxel_size_zyx(spec.grid.spacing))
+    scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
+    for name in [args.score_only] if args.score_only else CALIBRATION_SCANS:
+        score_scan(scorer, spec, name, rule, args.cache)
+    if args.score_only:
+        return 0
+    result = choose(args.cache, rule, spec)
     print(describe_operating_point(result))
     old = bundle.description["scoring"]
     section = scoring_section_with(old, None, result)
@@ -80,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(write_scoring_section(args.model, section))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
