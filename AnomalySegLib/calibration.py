@@ -13,14 +13,21 @@
 Both go into the bundle's ``"scoring"`` section as ``"thresholds": {"val": t, "fpr1": t1, "fpr5": t5,
 "fpr10": t10}`` (the presets ``segment`` offers) together with what they were computed on
 (``"calibration"``), so anyone can check them: applying ``thresholds["val"]`` to the same validation
-set with the same model and seed reproduces ``calibration["validation_dice"]``. The optional removal of small components
-(``min_component_voxels``, off by default) is not part of the search: thresholds are chosen on voxels.
+set with the same model and seed reproduces ``calibration["validation_dice"]``.
+
+- **Operating point** (``--healthy`` with ``--lesion-copies`` > 0, the default): the ``"val"`` threshold
+  *and* the clean-up (rim erosion, median, minimum finding size in ml) are chosen together by the
+  stated rule of :mod:`AnomalySegLib.operating_point_search` on the healthy cases (never trained on)
+  and lesioned copies of them: the best mean lesion Dice among the points that flag at most
+  ``max_healthy_ml`` / ``max_healthy_findings`` on every healthy case. It replaces the pooled-voxel
+  threshold above, which ignores the clean-up; the evidence goes into ``calibration["operating_point"]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +36,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
+from AnomalySegLib.bundle import DESCRIPTION_FILE, ModelBundle, load_bundle, save_bundle
 from AnomalySegLib.choices import DEFAULT_FPR_RATES, VALIDATION_PRESET, fpr_preset
 from AnomalySegLib.errors import InputError, OutputExistsError
+from AnomalySegLib.io.atomic import atomic_write_text
+from AnomalySegLib.operating_point_search import SearchResult, SearchRule, lesioned_copies, search_operating_point
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.scoring.operating_point import voxel_size_zyx
 from AnomalySegLib.metrics import dice, volume_metrics
 from AnomalySegLib.preprocessing.case_folder import LABELS_FILE, ModelSpaceCase
 from AnomalySegLib.scoring.thresholds import bisection_dice_threshold, fpr_thresholds
@@ -171,6 +182,122 @@ def calibrate(
     )
 
 
+OPERATING_POINT_METHOD = (
+    "threshold and clean-up (rim erosion mm, median mm, minimum finding ml) with the best mean Dice on "
+    "lesioned copies of held-out healthy scans, among those flagging at most {max_ml:g} ml and {max_findings} "
+    "findings on every unchanged held-out healthy scan (model grid; AnomalySegLib.operating_point_search)"
+)
+
+
+@dataclass
+class OperatingPointCalibration:
+    """The operating point chosen by :func:`calibrate_operating_point` and the healthy-FPR presets of the
+    same held-out healthy cases."""
+
+    search: SearchResult
+    rule: SearchRule
+    healthy_thresholds: dict[str, float]
+    healthy_cases: list[str]
+    seed: int
+
+    def to_scoring_entries(self) -> dict:
+        """``thresholds`` (val + fpr presets), the clean-up keys and ``calibration["operating_point"]``."""
+        evidence = {
+            "method": OPERATING_POINT_METHOD.format(max_ml=self.rule.max_healthy_ml,
+                                                    max_findings=self.rule.max_healthy_findings),
+            "rule": self.rule.to_dict(),
+            "healthy_cases": list(self.healthy_cases),
+            **self.search.to_dict(),
+        }
+        return {
+            "thresholds": {VALIDATION_PRESET: self.search.threshold, **self.healthy_thresholds},
+            **self.search.clean_up.to_dict(),
+            "operating_point": evidence,
+        }
+
+
+def calibrate_operating_point(scorer: AnomalyScorer, healthy_cases: Sequence[ModelSpaceCase], rule: SearchRule,
+                              voxel_size_mm: Sequence[float], rates: Sequence[float] = DEFAULT_FPR_RATES,
+                              seed: int = 0) -> OperatingPointCalibration:
+    """Score held-out healthy cases and lesioned copies of them; choose the operating point
+    (:mod:`AnomalySegLib.operating_point_search`) and the voxel-FPR presets on the healthy cases.
+
+    Raises:
+        InputError: no healthy case.
+    """
+    if not healthy_cases:
+        raise InputError(None, "choosing the operating point needs held-out healthy cases (--healthy)")
+    healthy_scores = {}
+    for case in healthy_cases:
+        LOG.info("scoring healthy case %s", case.case_id)
+        healthy_scores[case.case_id] = scorer.score(case.image, case.mask, seed=seed)
+    copies, inventory = lesioned_copies(healthy_cases, rule, voxel_size_mm)
+    lesion_scores = []
+    for copy in copies:
+        LOG.info("scoring lesioned copy %s", copy.case_id)
+        lesion_scores.append(scorer.score(copy.image, copy.mask, seed=seed).anomaly_score)
+    search = search_operating_point(lesion_scores, [copy.labels for copy in copies],
+                                    {k: v.anomaly_score for k, v in healthy_scores.items()}, voxel_size_mm, rule,
+                                    [copy.case_id for copy in copies])
+    search.lesion_inventory = inventory
+    in_brain = np.concatenate([v.anomaly_score[v.mask] for v in healthy_scores.values()])
+    thresholds = fpr_thresholds(in_brain, tuple(rates))
+    return OperatingPointCalibration(search, rule, {fpr_preset(rate): value for rate, value in thresholds.items()},
+                                     [case.case_id for case in healthy_cases], seed)
+
+
+def describe_operating_point(result: OperatingPointCalibration) -> str:
+    """A few human-readable lines about a chosen operating point."""
+    search, clean_up = result.search, result.search.clean_up
+    lines = [
+        f"operating point: threshold {search.threshold:.6g}, rim erosion {clean_up.rim_erosion_mm:g} mm, "
+        f"median {clean_up.median_mm:g} mm, minimum finding {clean_up.min_finding_ml:g} ml "
+        f"({search.candidates} combinations tried)",
+        f"  mean Dice {search.mean_dice:.4f} on {len(search.lesion_dice)} lesioned volume(s)",
+    ]
+    if not search.limit_met:
+        lines.append(f"  WARNING: no combination met the healthy limit ({result.rule.max_healthy_ml:g} ml, "
+                     f"{result.rule.max_healthy_findings} findings); the closest one was taken")
+    for case_id, values in search.healthy.items():
+        lines.append(f"  healthy {case_id}: {values['flagged_ml']:.2f} ml in {values['findings']} finding(s)")
+    for preset, value in result.healthy_thresholds.items():
+        lines.append(f"healthy voxel FPR {preset.removeprefix('fpr')} %: threshold {value:.6g}")
+    return "\n".join(lines)
+
+
+def scoring_section_with(section: dict, result: CalibrationResult | None,
+                         operating_point: OperatingPointCalibration | None) -> dict:
+    """``section`` (a bundle's ``"scoring"``) updated with a calibration and/or a chosen operating point."""
+    section = dict(section)
+    section.pop("min_component_voxels", None)  # superseded by min_finding_ml
+    if result is not None:
+        section.update(result.to_scoring_entries())
+    if operating_point is not None:
+        entries = operating_point.to_scoring_entries()
+        evidence = entries.pop("operating_point")
+        thresholds = entries.pop("thresholds")
+        section.update(entries)
+        section["thresholds"] = {**section.get("thresholds", {}), **thresholds}
+        calibration = dict(section.get("calibration", {})) if result is not None else {}
+        calibration["operating_point"] = evidence
+        calibration.setdefault("seed", operating_point.seed)
+        calibration["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        section["calibration"] = calibration
+    return section
+
+
+def write_scoring_section(folder: str | Path, section: dict) -> Path:
+    """Replace the ``"scoring"`` section of the bundle at ``folder`` in place: only ``model.json`` is
+    rewritten (atomically); weights and every other file of the folder (the model card) stay."""
+    bundle = load_bundle(folder)  # a valid bundle, weights verified
+    path = Path(folder) / DESCRIPTION_FILE
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document[SCORING_SECTION] = section
+    atomic_write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n", overwrite=True)
+    del bundle
+    return Path(folder)
+
+
 def _rescored(volume: VolumeScores, scorer: AnomalyScorer, beta: float) -> np.ndarray:
     """AS of a scored volume with weight ``beta`` (the networks are not run again): ``[Z, Y, X]``."""
     if not 0.0 <= beta <= 1.0:
@@ -192,7 +319,7 @@ def apply_calibration(bundle: ModelBundle, result: CalibrationResult) -> ModelBu
 
 def calibrate_bundle(
     model: str | Path,
-    validation: str | Path,
+    validation: str | Path | None,
     healthy: str | Path | None = None,
     out: str | Path | None = None,
     *,
@@ -202,26 +329,47 @@ def calibrate_bundle(
     seed: int = 0,
     rates: Sequence[float] = DEFAULT_FPR_RATES,
     beta_candidates: Sequence[float] = (),
-) -> tuple[Path, CalibrationResult]:
+    rule: SearchRule | None = None,
+) -> tuple[Path, CalibrationResult | None, OperatingPointCalibration | None]:
     """``anomalyseg calibrate``: calibrate the bundle ``model`` and write it (in place, or to ``out``).
 
-    Returns the written bundle folder and the result.
+    ``validation`` (labelled cases): the pooled-voxel threshold and β; ``healthy`` with ``rule``: the
+    operating point (threshold and clean-up) and the FPR presets on those held-out healthy cases. In place,
+    only ``model.json`` is rewritten (other files of the folder, e.g. the model card, stay).
+
+    Returns the written bundle folder and the results.
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
-        InputError: bad case folders (e.g. validation cases without labels).
+        InputError: bad case folders (e.g. validation cases without labels), or nothing to calibrate on.
         ModelBundleError: ``model`` is not a valid bundle.
     """
     target = Path(out) if out is not None else Path(model)
     if out is not None and target.exists() and not overwrite:
         raise OutputExistsError(target)
+    if validation is None and (healthy is None or rule is None):
+        raise InputError(None, "nothing to calibrate on: give --val and/or --healthy")
     bundle = load_bundle(model)
-    validation_cases = load_case_folder(validation, need_labels=True)
-    healthy_cases = load_case_folder(healthy, need_labels=False) if healthy is not None else []
     scorer = AnomalyScorer.from_bundle(bundle, device, precision)
-    result = calibrate(scorer, validation_cases, healthy_cases, rates, seed, beta_candidates)
-    written = save_bundle(apply_calibration(bundle, result), target, overwrite=True if out is None else overwrite)
-    return written, result
+    result = None
+    if validation is not None:
+        validation_cases = load_case_folder(validation, need_labels=True)
+        plain_healthy = load_case_folder(healthy, need_labels=False) if healthy is not None and rule is None else []
+        result = calibrate(scorer, validation_cases, plain_healthy, rates, seed, beta_candidates)
+        if result.beta is not None:
+            scorer = AnomalyScorer(scorer.reconstructor, scorer.seg_network,
+                                   dataclasses.replace(scorer.config, beta=result.beta))
+    operating_point = None
+    if healthy is not None and rule is not None:
+        grid = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {})).grid
+        operating_point = calibrate_operating_point(scorer, load_case_folder(healthy, need_labels=False), rule,
+                                                    voxel_size_zyx(grid.spacing), rates, seed)
+    section = scoring_section_with(bundle.description.get(SCORING_SECTION, {}), result, operating_point)
+    if out is None:
+        return write_scoring_section(target, section), result, operating_point
+    calibrated = bundle.derive()
+    calibrated.description[SCORING_SECTION] = section
+    return save_bundle(calibrated, target, overwrite=overwrite), result, operating_point
 
 
 def describe(result: CalibrationResult) -> str:

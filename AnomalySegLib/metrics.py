@@ -159,6 +159,7 @@ def volume_metrics(
     threshold: float | None = None,
     brain_mask: np.ndarray | None = None,
     voxel_ml: float = 0.008,
+    prediction: np.ndarray | None = None,
 ) -> VolumeMetrics:
     """The paper's per-volume metrics over all voxels of the grid (scores are 0 outside the brain).
 
@@ -168,6 +169,8 @@ def volume_metrics(
         threshold: a calibrated threshold for the metrics of ``scores > threshold`` (e.g. the bundle's).
         brain_mask: restricts the FPR's negatives to the brain.
         voxel_ml: volume of one voxel in ml (default: the model grid's 2 mm voxels, 0.008 ml).
+        prediction: the mask at ``threshold`` when an operating-point rule made it (clean-up included);
+            default ``scores > threshold``.
     """
     truth = np.asarray(truth, dtype=bool)
     best, best_threshold = best_dice(scores, truth)
@@ -175,7 +178,7 @@ def volume_metrics(
     ranking = (best, best_threshold, auprc(scores, truth), auroc(scores, truth))
     if threshold is None:
         return VolumeMetrics(*ranking, float("nan"), float("nan"), true_volume_ml=true_volume)
-    prediction = np.asarray(scores) > threshold
+    prediction = np.asarray(scores) > threshold if prediction is None else np.asarray(prediction, dtype=bool)
     detection = lesion_detection(prediction, truth)
     difference_ml, relative = volume_error(prediction, truth, voxel_ml)
     return VolumeMetrics(

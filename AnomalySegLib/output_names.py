@@ -15,6 +15,7 @@ CASE_FILES: dict[str, str] = {
     "anomaly_mask": "{}_anomaly_mask.nii.gz",
     "segmentation": "{}_anomaly.seg.nrrd",
     "qc": "{}_qc.png",
+    "findings": "{}_findings.csv",
 }
 ROLES: tuple[str, ...] = tuple(CASE_FILES)
 #: The case's row of the results table; written last, it marks the case complete.

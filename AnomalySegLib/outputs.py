@@ -6,7 +6,9 @@ Per case ``<id>`` in the output folder::
     <id>_anomaly_map.nii.gz    anomaly score, float32 (input's grid)
     <id>_anomaly_mask.nii.gz   thresholded anomaly, uint8 0/1 (input's grid)
     <id>_anomaly.seg.nrrd      the mask as a Slicer segmentation (name, colour, terminology)
-    <id>_qc.png                axial/coronal/sagittal views through the largest finding
+    <id>_qc.png                axial/coronal/sagittal views through the largest finding, findings numbered,
+                               the scored region outlined, the domain warnings printed
+    <id>_findings.csv          one row per finding, largest first (reporting.findings.FINDINGS_COLUMNS)
     <id>_result.json           the case's row of the results table and the settings it was made with;
                                written last, it marks the case done
     <id>_model_space/          with --save-intermediate: model-space image, mask, x̂, x̃, ŷ, AS, transform
@@ -35,6 +37,7 @@ from AnomalySegLib.io.volume_io import write_volume
 from AnomalySegLib.output_names import MODEL_SPACE_FOLDER, RESULT_FILE, ROLES, WRITING_MARKER, case_file
 from AnomalySegLib.pipeline import SegmentationResult
 from AnomalySegLib.preprocessing.restore import model_image
+from AnomalySegLib.reporting.findings import findings_csv
 from AnomalySegLib.reporting.qc_figure import render_qc_figure, save_png
 
 log = logging.getLogger(__name__)
@@ -137,9 +140,12 @@ def write_case_outputs(result: SegmentationResult, outputs: CaseOutputs, overwri
     if "qc" in roles:
         figure = render_qc_figure(result.image, result.reconstruction, result.anomaly_map, result.anomaly_mask,
                                   result.findings.largest_center_index, title=_qc_title(outputs.case_id, result),
-                                  threshold=result.threshold)
+                                  threshold=result.threshold, warnings=result.info.qc_warnings,
+                                  findings=result.findings.table, scored_region=result.scored_region)
         with atomic_output(outputs.path("qc"), overwrite) as temp_png:
             save_png(figure, temp_png)
+    if "findings" in roles:
+        atomic_write_text(outputs.path("findings"), findings_csv(result.findings), overwrite)
     if save_intermediate:
         _write_model_space(result, outputs.model_space_folder, overwrite)
     return outputs.files
@@ -153,8 +159,12 @@ def mark_complete(outputs: CaseOutputs, row: dict[str, Any], overwrite: bool = F
 
 def _qc_title(case_id: str, result: SegmentationResult) -> str:
     findings = result.findings
-    return (f"{case_id}: {findings.volume_ml:.1f} ml in {findings.components} finding(s), "
-            f"threshold {result.threshold:.3f} ({result.threshold_source})")
+    title = (f"{case_id}: {findings.volume_ml:.1f} ml in {findings.components} finding(s), "
+             f"threshold {result.threshold:.3f} ({result.threshold_source})")
+    fraction = result.info.get("scored_brain_fraction")
+    if fraction is not None:
+        title += f"\nscored: {100 * fraction:.0f} % of the brain (inside the dashed box); the rest was not looked at"
+    return title
 
 
 def _write_model_space(result: SegmentationResult, folder: Path, overwrite: bool) -> None:

@@ -38,12 +38,19 @@ from AnomalySegLib.preprocessing.spec import PreprocessingSpec, SpecError
 from AnomalySegLib.quality.domain import DomainCheck, DomainReport
 from AnomalySegLib.reporting.findings import Findings, summarize_findings
 from AnomalySegLib.resources import resources_dir
-from AnomalySegLib.scoring.anomaly_score import binarize
+from AnomalySegLib.scoring.coverage import scored_brain_fraction, scored_box_on_native
+from AnomalySegLib.scoring.operating_point import (
+    CleanUp,
+    OperatingPoint,
+    apply_operating_point,
+    voxel_size_zyx,
+)
 from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "default"
+__all__ = ["THRESHOLD_PRESETS", "AnomalySegmenter", "SegmentationResult", "PreparedCase", "default_model_path"]
 
 #: ``progress(stage, fraction_within_stage, message)``; stages as in :data:`AnomalySegLib.progress.SEGMENT_STAGES`.
 ProgressCallback = Callable[[str, float, str], None]
@@ -59,7 +66,8 @@ class SegmentationResult:
             [0, 1] range mapped back through the 1st–99th percentile rescaling, after bias correction),
             0 outside the brain.
         anomaly_map: float32 anomaly score AS (0 outside the brain; higher = more abnormal).
-        anomaly_mask: uint8 0/1, ``anomaly_map > threshold`` (then the bundle's optional post-processing).
+        anomaly_mask: uint8 0/1, the operating point applied to ``anomaly_map`` (``anomaly_map > threshold``,
+            then the bundle's clean-up: :mod:`AnomalySegLib.scoring.operating_point`).
         threshold: the threshold applied; ``threshold_source`` says where it came from.
         thresholds: the model's preset thresholds (``"val"``, ``"fpr1"``, ...), for re-thresholding.
         findings: volume (ml), components, scores of the mask.
@@ -68,6 +76,8 @@ class SegmentationResult:
         info: provenance (model, device, precision, preprocessing), checks and timings;
             ``qc_warnings`` and ``domain`` come from the domain check
             (:mod:`AnomalySegLib.quality.catalogue`).
+        scored_region: uint8 0/1 on the native grid, the part of the input inside the model grid's box (what
+            was looked at; the QC picture outlines it); ``None`` for a result re-thresholded from saved files.
     """
 
     image: sitk.Image
@@ -80,6 +90,7 @@ class SegmentationResult:
     findings: Findings
     model_space: tuple[PreprocessedCase, VolumeScores] | None
     info: CaseInfo
+    scored_region: sitk.Image | None = None
 
 
 @dataclass
@@ -127,6 +138,10 @@ class AnomalySegmenter:
         self.domain_check = DomainCheck.from_section(self.bundle.description.get("domain"), where)
         self.seed = seed
         self.thresholds = _preset_thresholds(self.bundle)
+        try:
+            self.clean_up = CleanUp.from_scoring(self.bundle.description.get("scoring", {}))
+        except ValueError as error:
+            raise ModelBundleError(where, f"invalid scoring section ({error})") from error
         self.chunk_size: int | None = None  # slices per network pass; halved after an out-of-memory error
 
     @property
@@ -230,6 +245,8 @@ class AnomalySegmenter:
         reconstruction = restore_to_native(recon_native_units, image, case.transform, "continuous", grid)
         anomaly_map = restore_to_native(scores.anomaly_score, image, case.transform, "continuous", grid)
         anomaly_mask, findings = self.threshold_map(anomaly_map, threshold_value)
+        scored_region = scored_box_on_native(image, case.transform, grid)
+        brain_fraction = scored_brain_fraction(image, case.transform, scored_region, self.spec)
         timings.restore = time.perf_counter() - start
         _report(progress, "restore", 1.0, f"{findings.volume_ml:.2f} ml in {findings.components} finding(s)")
 
@@ -246,16 +263,19 @@ class AnomalySegmenter:
             timings=timings,
             qc_warnings=list(prepared.domain.warnings),
             domain=dict(prepared.domain.measures),
+            scored_brain_fraction=brain_fraction,
+            operating_point=OperatingPoint(threshold_value, threshold_source, self.clean_up).to_info(),
         )
         return SegmentationResult(image, reconstruction, anomaly_map, anomaly_mask, threshold_value, threshold_source,
-                                  dict(self.thresholds), findings, (case, scores), info)
+                                  dict(self.thresholds), findings, (case, scores), info, scored_region)
 
     def threshold_map(self, anomaly_map: sitk.Image, threshold: float) -> tuple[sitk.Image, Findings]:
         """The mask (uint8 0/1, on ``anomaly_map``'s grid) and its findings for a native anomaly map.
 
         The one place a score map becomes a mask: :meth:`finish` and re-thresholding saved maps use it.
         """
-        mask_array = binarize(sitk.GetArrayViewFromImage(anomaly_map), threshold, self.scorer.config)
+        mask_array = apply_operating_point(sitk.GetArrayViewFromImage(anomaly_map),
+                                           voxel_size_zyx(anomaly_map.GetSpacing()), threshold, self.clean_up)
         anomaly_mask = sitk.GetImageFromArray(mask_array.astype(np.uint8))
         anomaly_mask.CopyInformation(anomaly_map)
         return anomaly_mask, summarize_findings(anomaly_mask, anomaly_map)

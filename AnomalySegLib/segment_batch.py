@@ -47,7 +47,7 @@ from AnomalySegLib.reporting.results_table import write_results_table
 log = logging.getLogger(__name__)
 
 #: What a re-thresholded case rewrites; its reconstruction and anomaly map stay as they are.
-RETHRESHOLD_ROLES = ("anomaly_mask", "segmentation", "qc")
+RETHRESHOLD_ROLES = ("anomaly_mask", "segmentation", "qc", "findings")
 
 
 @dataclass

@@ -11,7 +11,6 @@ from skimage.metrics import structural_similarity
 
 from AnomalySegLib.scoring import (
     ScoringConfig,
-    binarize,
     combined_score,
     median_filter_3d,
     reconstruction_score,
@@ -19,7 +18,7 @@ from AnomalySegLib.scoring import (
     ssim_map_3d,
 )
 from AnomalySegLib.scoring._padding import symmetric_pad
-from AnomalySegLib.scoring.postprocess import erode_mask, remove_small_components
+from AnomalySegLib.scoring.postprocess import erode_mask
 from AnomalySegLib.scoring.ssim import gaussian_kernel_1d
 
 
@@ -125,21 +124,10 @@ def test_combined_score_hand_checked():
     assert ScoringConfig.from_dict({"beta": 0.3, "threshold": 0.7}).beta == 0.3
 
 
-def test_post_processing_hand_checked():
-    segmentation = np.zeros((5, 8, 8), dtype=bool)
-    segmentation[1:4, 1:4, 1:4] = True  # 27 voxels
-    segmentation[0, 6, 6] = True  # 1 voxel
-    segmentation[4, 6:8, 6] = True  # 2 voxels, touching nothing
-    kept = remove_small_components(segmentation, 3)
-    assert kept.sum() == 27 and not kept[0, 6, 6] and not kept[4, 6, 6]
-    assert remove_small_components(segmentation, 0).sum() == 30
+def test_mask_erosion_hand_checked():
     mask = np.zeros((2, 7, 7), dtype=bool)
     mask[:, 1:6, 1:6] = True
     eroded = erode_mask(mask, 1)
     assert eroded.sum() == 2 * 9 and eroded[:, 2:5, 2:5].all()  # in-plane only: both slices keep a 3×3 core
     assert erode_mask(mask, 0).sum() == mask.sum()
-    config = ScoringConfig(mask_erosion=1, min_component_voxels=3)
-    assert scoring_mask(mask, config).sum() == 18
-    score = np.where(segmentation, 0.9, 0.1)
-    assert binarize(score, 0.5, config).sum() == 27
-    assert binarize(score, 0.5).sum() == 30  # off by default
+    assert scoring_mask(mask, ScoringConfig(mask_erosion=1)).sum() == 18

@@ -153,6 +153,24 @@ def test_rethresholding_replaces_the_segment_from_the_stored_map(imported, resul
     assert result.segmentationNode.GetSegmentation().GetSegment(result.segmentId).GetName() == "Anomaly"
 
 
+def test_rethresholding_applies_the_engines_clean_up(imported, results):
+    """The slider's path with a model's clean-up gives the engine rule's mask of the stored map."""
+    from AnomalySegLib.scoring.operating_point import CleanUp, apply_operating_point, voxel_size_zyx
+
+    _, result, _ = imported
+    _, files, _ = results
+    anomaly_map = sitk.ReadImage(str(files.anomalyMap))
+    scores = sitk.GetArrayFromImage(anomaly_map)
+    clean_up = CleanUp(rim_erosion_mm=2.0, median_mm=3.0, min_finding_ml=1.0)
+    expected = apply_operating_point(scores, voxel_size_zyx(anomaly_map.GetSpacing()), 0.3, clean_up)
+    assert 0 < expected.sum() < (scores > 0.3).sum()
+    statistics = SceneGlue.thresholdAnomalyMap(result.anomalyMapNode, result.segmentationNode, result.segmentId,
+                                               0.3, clean_up)
+    np.testing.assert_array_equal(
+        SceneGlue.segmentMaskOnGridOf(result.inputVolume, result.segmentationNode, result.segmentId), expected)
+    assert statistics.findings == ndimage.label(expected, structure=np.ones((3, 3, 3)))[1]
+
+
 def test_threshold_is_recovered_from_the_mask_when_not_reported(results):
     input_path, files, mask = results
     app = build_scene()

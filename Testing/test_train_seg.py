@@ -199,9 +199,10 @@ def test_train_with_labels_then_calibrate_from_the_command_line(stage1, healthy_
     assert cli.main([*common, "--max-steps", "1", "--out", str(tmp_path / "y")]) == 2
     assert "--healthy" in capsys.readouterr().err
 
-    # Calibrate in place on the tumour cases, with healthy-set thresholds and a choice of β.
+    # Calibrate in place on the tumour cases, with healthy-set thresholds and a choice of β (no operating-point
+    # search: --lesion-copies 0 keeps the pooled-voxel "val" threshold checked below).
     assert cli.main(["calibrate", "--model", str(out), "--val", str(tumour_cases), "--healthy", str(healthy),
-                     "--beta", "0.5", "1", "--device", "cpu", "--threads", str(torch.get_num_threads())]) == 0
+                     "--lesion-copies", "0", "--beta", "0.5", "1", "--device", "cpu", "--threads", str(torch.get_num_threads())]) == 0
     scoring = load_bundle(out).description["scoring"]
     calibration = scoring["calibration"]
     assert scoring["beta"] in (0.5, 1.0) and set(calibration["beta_search"]["validation_dice"]) == {"0.5", "1"}

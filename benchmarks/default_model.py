@@ -5,7 +5,8 @@ For MRBrainTumor1 (tumour = label 9) and MRBrainTumor2 (tumour = label 1):
 
 - **model grid** (96×96×50, the paper's protocol): the case is preprocessed with its labels, scored by
   the full model (SADM: Stage I + Stage II) and by Stage I alone; ⌈Dice⌉ (oracle threshold), Dice at the
-  calibrated "val" threshold and at the healthy FPR presets, AUPRC;
+  calibrated "val" threshold and at the healthy FPR presets (each with the bundle's clean-up, the
+  operating-point rule of ``segment``), AUPRC;
 - **native grid** (what a user sees): :class:`~AnomalySegLib.pipeline.AnomalySegmenter` on the original
   file; ⌈Dice⌉ of the restored anomaly map and Dice of the restored mask at the "val" threshold against
   the original label map; wall time of the whole ``segment`` call.
@@ -36,7 +37,7 @@ from AnomalySegLib.device import cpu_model
 from AnomalySegLib.metrics import best_dice, dice, volume_metrics
 from AnomalySegLib.pipeline import AnomalySegmenter, default_model_path
 from AnomalySegLib.preprocessing.pipeline import preprocess_file
-from AnomalySegLib.scoring.anomaly_score import binarize
+from AnomalySegLib.scoring.operating_point import apply_operating_point, voxel_size_zyx
 
 SECTION = "default_model"
 #: (image, labels, tumour label value) of the test cases.
@@ -58,7 +59,8 @@ def evaluate_case(segmenter: AnomalySegmenter, image_name: str, labels_name: str
     row["model_best_dice"], row["model_auprc"] = full.best_dice, full.auprc
     for preset in PRESETS:
         if preset in segmenter.thresholds:
-            predicted = binarize(scores.anomaly_score, segmenter.thresholds[preset], segmenter.scorer.config)
+            predicted = apply_operating_point(scores.anomaly_score, voxel_size_zyx(segmenter.spec.grid.spacing),
+                                              segmenter.thresholds[preset], segmenter.clean_up)
             row[f"model_dice_{preset}"] = dice(predicted, truth)
             row[f"model_volume_ratio_{preset}"] = float(predicted.sum() / max(truth.sum(), 1))
     # Stage I only is x̃ in the brain (what a Stage-I-only bundle scores), from the same pass.

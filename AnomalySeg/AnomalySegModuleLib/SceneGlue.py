@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import slicer
@@ -21,6 +22,9 @@ from slicer.util import NodeModify
 from vtk.util import numpy_support
 
 from AnomalySegModuleLib.Results import ResultFiles
+
+if TYPE_CHECKING:
+    from AnomalySegLib.scoring.operating_point import CleanUp
 
 #: A hot colour map that Slicer creates at start-up (no colour file needed).
 ANOMALY_MAP_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
@@ -161,25 +165,32 @@ def showAnomalyMap(inputVolume: "slicer.vtkMRMLScalarVolumeNode",
 
 def thresholdAnomalyMap(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
                         segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str,
-                        threshold: float) -> AnomalyStatistics:
-    """Replace the segment by the voxels whose anomaly score exceeds ``threshold`` (no network run).
+                        threshold: float, cleanUp: "CleanUp | None" = None,
+                        region: "np.ndarray | None" = None) -> AnomalyStatistics:
+    """Replace the segment by the operating point's mask of the anomaly map (no network run).
 
-    This is what the sensitivity slider does; it also moves the transparency floor of the map.
+    This is what the sensitivity slider does; it also moves the transparency floor of the map. The mask
+    comes from the engine's one rule (:func:`AnomalySegLib.scoring.operating_point.apply_operating_point`:
+    ``score > threshold``, then ``cleanUp``, the model's rim erosion, median and minimum finding size in
+    ml; ``None``: no clean-up), on the map's own voxel grid, so it equals the mask ``segment`` writes for
+    the same threshold. ``region`` is the threshold-independent
+    :func:`~AnomalySegLib.scoring.operating_point.rim_eroded_region` of this map, when cached by the caller.
     """
-    scores = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(anomalyMapNode)
-    above = vtk.vtkImageThreshold()
-    above.SetInputData(scores)
-    # The engine's mask is "score > threshold"; for finite doubles that is ">= the next double up".
-    above.ThresholdByUpper(math.nextafter(float(threshold), math.inf))
-    above.SetInValue(1)
-    above.SetOutValue(0)
-    above.SetOutputScalarTypeToUnsignedChar()
-    above.Update()
+    from AnomalySegLib.scoring.operating_point import RAW, apply_operating_point, voxel_size_zyx
+
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    scores = logic.CreateOrientedImageDataFromVolumeNode(anomalyMapNode)
+    maskArray = apply_operating_point(_array(scores), voxel_size_zyx(anomalyMapNode.GetSpacing()), float(threshold),
+                                      RAW if cleanUp is None else cleanUp, region)
     mask = slicer.vtkOrientedImageData()
-    mask.ShallowCopy(above.GetOutput())
+    mask.SetExtent(scores.GetExtent())
+    mask.SetOrigin(scores.GetOrigin())
+    mask.SetSpacing(scores.GetSpacing())
     mask.CopyDirections(scores)
-    if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            mask, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE):
+    voxels = numpy_support.numpy_to_vtk(maskArray.astype(np.uint8).ravel(), deep=True,
+                                        array_type=vtk.VTK_UNSIGNED_CHAR)
+    mask.GetPointData().SetScalars(voxels)
+    if not logic.SetBinaryLabelmapToSegment(mask, segmentationNode, segmentId, logic.MODE_REPLACE):
         raise RuntimeError(f"could not update segment {segmentId} of {segmentationNode.GetName()}")
     display = anomalyMapNode.GetDisplayNode()
     if display is not None:

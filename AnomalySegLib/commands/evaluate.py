@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--native", action="store_true",
                         help="also measure the combined map on each labelled case's native grid (restored onto "
                         "the source scan, against its label file as named in preprocessing.json)")
+    parser.add_argument("--raw", action="store_true",
+                        help="metrics at the threshold of 'score > t' alone, without the bundle's clean-up "
+                        "(rim erosion, median, minimum finding size): the paper's protocol")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files")
     add_seed_option(parser)
     add_compute_options(parser)
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.output / name, args.overwrite)
     set_cpu_threads(args.threads)
     result = evaluate_bundle(args.model, args.data, args.threshold, device=args.device,
-                             precision=args.precision, seed=args.seed, native=args.native)
+                             precision=args.precision, seed=args.seed, native=args.native,
+                             raw=args.raw)
     written = write_report(result, args.output, overwrite=args.overwrite)
     print(summary_table(result))
     for path in written:

@@ -7,7 +7,9 @@ Every case is scored once; the three maps of one pass give the paper's ablations
 - ``unet``: ŷ alone (the SegUnet without the reconstruction term).
 
 Per labelled case: ⌈Dice⌉, AUPRC, AUROC for each variant, and, for ``combined`` at the chosen threshold,
-Dice, voxel FPR, lesion detection rate and volume error. Cases without labels (or with empty labels) are
+Dice, voxel FPR, lesion detection rate and volume error of the mask that the bundle's operating-point
+rule makes (:mod:`AnomalySegLib.scoring.operating_point`: threshold and clean-up, as ``segment``), or of
+``AS > t`` alone with ``raw=True`` (the paper's protocol). Cases without labels (or with empty labels) are
 healthy: their voxel FPR inside the brain at the threshold is reported. The calibrated threshold belongs
 to AS, so the ablations get only the threshold-free metrics (the paper's table reports ⌈Dice⌉/AUPRC).
 Optionally (``native=True``), the combined map is also measured on each case's native grid
@@ -30,7 +32,9 @@ from AnomalySegLib.evaluation.native import native_metrics
 from AnomalySegLib.evaluation.pr_curve import PooledPRCurve
 from AnomalySegLib.metrics import volume_metrics, voxel_fpr
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase, list_cases, load_case
-from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.scoring.operating_point import RAW, CleanUp, apply_operating_point, voxel_size_zyx
+from AnomalySegLib.scoring.volume import SCORING_SECTION, AnomalyScorer, VolumeScores
 
 LOG = logging.getLogger(__name__)
 COMBINED, STAGE1, UNET = "combined", "stage1", "unet"
@@ -60,6 +64,7 @@ class EvaluationResult:
     seed: int
     variants: list[str]
     cases: list[CaseResult] = field(default_factory=list)
+    clean_up: CleanUp = RAW
     pr_curves: dict[str, PooledPRCurve] = field(default_factory=dict)
 
     def labelled(self) -> list[CaseResult]:
@@ -130,6 +135,8 @@ def evaluate_cases(
     variants: Iterable[str] | None = None,
     progress: Callable[[str], None] | None = None,
     native_folders: dict[str, Path] | None = None,
+    clean_up: CleanUp = RAW,
+    voxel_size_mm: tuple[float, float, float] = (2.0, 2.0, 2.0),
 ) -> tuple[list[CaseResult], dict[str, PooledPRCurve]]:
     """Score each case and measure it (see the module docstring).
 
@@ -142,6 +149,8 @@ def evaluate_cases(
         progress: called with each case id before it is scored.
         native_folders: case id → case folder, to add the native-grid metrics of ``combined``
             (labelled cases only).
+        clean_up: the operating point's clean-up for the metrics at ``threshold`` (:data:`RAW`: none).
+        voxel_size_mm: the model grid's voxel size ``(dz, dy, dx)``, for the clean-up's mm and ml.
 
     Returns:
         per-case results and the pooled PR curve of each variant (labelled cases only).
@@ -158,15 +167,15 @@ def evaluate_cases(
         metrics: dict[str, dict[str, float]] = {}
         for name, score_map in maps.items():
             at = threshold if name == COMBINED else None
+            predicted = None if at is None else apply_operating_point(score_map, voxel_size_mm, at, clean_up)
             if healthy:
-                fpr = float("nan") if at is None else voxel_fpr(score_map > at, np.zeros(score_map.shape, bool),
-                                                                case.mask)
+                fpr = float("nan") if at is None else voxel_fpr(predicted, np.zeros(score_map.shape, bool), case.mask)
                 metrics[name] = {"fpr": fpr}
                 continue
-            metrics[name] = volume_metrics(score_map, case.labels, at, case.mask).to_dict()
+            metrics[name] = volume_metrics(score_map, case.labels, at, case.mask, prediction=predicted).to_dict()
             curves.setdefault(name, PooledPRCurve()).add(score_map, case.labels)
             if name == COMBINED and native_folders is not None:
-                metrics[name].update(native_metrics(native_folders[case.case_id], score_map, at))
+                metrics[name].update(native_metrics(native_folders[case.case_id], score_map, at, clean_up))
         voxels = 0 if case.labels is None else int(case.labels.sum())
         results.append(CaseResult(case.case_id, healthy, voxels, metrics))
         LOG.info("%s: %s", case.case_id, ", ".join(
@@ -186,23 +195,31 @@ def evaluate_bundle(
     variants: Iterable[str] | None = None,
     progress: Callable[[str], None] | None = None,
     native: bool = False,
+    raw: bool = False,
 ) -> EvaluationResult:
     """Load the bundle ``model`` and evaluate it on every case folder under ``data``.
 
     Args:
         threshold: a number or a preset name of the bundle (default: its ``"val"`` preset).
         native: also measure the combined map on each labelled case's native grid.
+        raw: metrics at the threshold without the bundle's clean-up (the paper's protocol).
 
     Raises:
         ModelBundleError: the bundle is unusable. InputError: ``data`` holds no case, an unknown preset.
     """
     bundle = load_bundle(model)
     value, name = resolve_threshold(bundle, threshold)
+    try:
+        clean_up = RAW if raw else CleanUp.from_scoring(bundle.description.get(SCORING_SECTION, {}))
+    except ValueError as error:
+        raise InputError(bundle.path, f"invalid scoring section ({error})") from error
+    grid = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {})).grid
     folders = list_cases(data)
     scorer = AnomalyScorer.from_bundle(bundle, device=device, precision=precision)
     cases = (load_case(folder) for folder in folders)
     native_folders = {folder.name: folder for folder in folders} if native else None
     results, curves = evaluate_cases(scorer, cases, value, seed=seed, variants=variants, progress=progress,
-                                     native_folders=native_folders)
+                                     native_folders=native_folders, clean_up=clean_up,
+                                     voxel_size_mm=voxel_size_zyx(grid.spacing))
     used = [variant for variant in (COMBINED, STAGE1, UNET) if any(variant in case.metrics for case in results)]
-    return EvaluationResult(str(model), str(data), value, name, seed, used, results, curves)
+    return EvaluationResult(str(model), str(data), value, name, seed, used, results, curves, clean_up)

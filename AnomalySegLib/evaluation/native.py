@@ -18,15 +18,18 @@ from AnomalySegLib.metrics import auprc, best_dice, dice
 from AnomalySegLib.preprocessing.case_folder import TRANSFORM_FILE, read_info, read_transform
 from AnomalySegLib.preprocessing.restore import restore_to_native
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.scoring.operating_point import RAW, CleanUp, apply_operating_point, voxel_size_zyx
 
 
-def native_metrics(folder: str | Path, anomaly_score: np.ndarray, threshold: float | None) -> dict[str, float]:
+def native_metrics(folder: str | Path, anomaly_score: np.ndarray, threshold: float | None,
+                   clean_up: CleanUp = RAW) -> dict[str, float]:
     """``native_best_dice``, ``native_auprc`` and (with a threshold) ``native_dice`` of one case.
 
     Args:
         folder: the preprocessed case folder.
         anomaly_score: AS ``[Z, Y, X]`` on the case's model grid.
         threshold: the threshold of AS (``None``: no ``native_dice``).
+        clean_up: the operating point's clean-up, applied on the native grid as ``segment`` does.
 
     Raises:
         InputError: the folder does not name its source image and labels, or they cannot be read.
@@ -47,5 +50,6 @@ def native_metrics(folder: str | Path, anomaly_score: np.ndarray, threshold: flo
         raise InputError(source["labels"], f"grid {truth.shape} differs from the image's {restored.shape}")
     result = {"native_best_dice": best_dice(restored, truth)[0], "native_auprc": auprc(restored, truth)}
     if threshold is not None:
-        result["native_dice"] = dice(restored > threshold, truth)
+        mask = apply_operating_point(restored, voxel_size_zyx(reference.GetSpacing()), threshold, clean_up)
+        result["native_dice"] = dice(mask, truth)
     return result

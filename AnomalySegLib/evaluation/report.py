@@ -78,6 +78,14 @@ def summary_table(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+def _clean_up_text(result: EvaluationResult) -> str:
+    clean_up = result.clean_up
+    if clean_up.is_raw:
+        return "AS > t alone (the paper's protocol, no clean-up)"
+    return (f"AS > t, then rim erosion {clean_up.rim_erosion_mm:g} mm, median {clean_up.median_mm:g} mm, "
+            f"findings below {clean_up.min_finding_ml:g} ml dropped (the bundle's operating point, as 'segment')")
+
+
 def markdown(result: EvaluationResult) -> str:
     """The whole ``report.md``."""
     threshold = "none" if result.threshold is None else f"{result.threshold:.4f} ({result.threshold_name})"
@@ -88,6 +96,7 @@ def markdown(result: EvaluationResult) -> str:
         f"- model: `{result.model}`",
         f"- data: `{result.data}` ({len(labelled)} labelled, {len(healthy)} healthy cases)",
         f"- threshold t of the combined score: {threshold}; Stage I noise seed {result.seed}",
+        f"- mask @t: {_clean_up_text(result)}",
         "- metrics per volume on the model grid (96×96×50, 2 mm), mean ± std over volumes; ⌈Dice⌉ uses the "
         "best threshold of each volume (oracle); metrics @t only for the combined score",
         "",
@@ -144,6 +153,7 @@ def to_json(result: EvaluationResult) -> dict:
         "data": result.data,
         "threshold": result.threshold,
         "threshold_name": result.threshold_name,
+        "clean_up": result.clean_up.to_dict(),
         "seed": result.seed,
         "grid": "model and native" if has_native else "model",
         "variants": result.variants,

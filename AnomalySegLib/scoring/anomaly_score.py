@@ -17,21 +17,21 @@ import numpy as np
 import torch
 
 from AnomalySegLib.scoring.median import median_filter_3d
-from AnomalySegLib.scoring.postprocess import erode_mask, remove_small_components
+from AnomalySegLib.scoring.postprocess import erode_mask
 from AnomalySegLib.scoring.ssim import ssim_map_3d
 from AnomalySegLib.spec_io import JsonSpec
 
 
 @dataclass(frozen=True)
 class ScoringConfig(JsonSpec):
-    """How anomaly maps are computed and binarised (the bundle's "scoring" section holds these).
+    """How anomaly maps are computed (the bundle's "scoring" section holds these; the thresholds and the
+    clean-up that turn a map into a mask are :mod:`AnomalySegLib.scoring.operating_point`'s).
 
     Attributes:
         beta: weight of the reconstruction term x̃ in AS (1 − beta goes to the SegUnet probability).
         ssim_sigma: Gaussian window σ of the 3D SSIM, voxels.
         median_kernel: edge of the 3D median filter applied to x̃, voxels (1 = off).
         mask_erosion: in-plane erosion of the brain mask before scoring, voxels (0 = off).
-        min_component_voxels: binary segmentations drop components smaller than this (0 = off).
     """
 
     # Free-form: the bundle's section also holds the thresholds and calibration evidence.
@@ -42,7 +42,6 @@ class ScoringConfig(JsonSpec):
     ssim_sigma: float = 1.0
     median_kernel: int = 5
     mask_erosion: int = 0
-    min_component_voxels: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.beta <= 1.0:
@@ -82,7 +81,3 @@ def scoring_mask(brain_mask: np.ndarray, config: ScoringConfig = ScoringConfig()
     """The brain mask after the optional erosion: ``[Z, Y, X]`` bool."""
     return erode_mask(brain_mask, config.mask_erosion)
 
-
-def binarize(score: np.ndarray, threshold: float, config: ScoringConfig = ScoringConfig()) -> np.ndarray:
-    """``score > threshold``, then the optional small-component removal: ``[Z, Y, X]`` bool."""
-    return remove_small_components(np.asarray(score) > threshold, config.min_component_voxels)

@@ -1,4 +1,6 @@
-"""Optional clean-up of anomaly maps (off by default, as in the paper, whose code never applies it)."""
+"""Optional erosion of the brain mask before scoring (off by default, as in the paper, whose code never applies it).
+
+The clean-up of thresholded masks is :mod:`AnomalySegLib.scoring.operating_point`'s."""
 
 from __future__ import annotations
 
@@ -19,14 +21,3 @@ def erode_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
     return ndimage.binary_erosion(mask, structure=in_plane, iterations=iterations)
 
-
-def remove_small_components(segmentation: np.ndarray, min_voxels: int) -> np.ndarray:
-    """Drop 26-connected components of a binary ``[Z, Y, X]`` volume smaller than ``min_voxels``."""
-    segmentation = np.asarray(segmentation, dtype=bool)
-    if min_voxels <= 1 or not segmentation.any():
-        return segmentation
-    labels, count = ndimage.label(segmentation, structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labels]
