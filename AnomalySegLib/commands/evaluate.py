@@ -9,9 +9,9 @@ from pathlib import Path
 from AnomalySegLib.device import set_cpu_threads
 from AnomalySegLib.evaluation import evaluate_bundle, write_report
 from AnomalySegLib.evaluation.evaluate import PROTOCOLS, paper_summary, paper_table
-from AnomalySegLib.io.atomic import atomic_write_text
 from AnomalySegLib.evaluation.report import REPORT_FILES, summary_table
-from AnomalySegLib.io.atomic import check_writable
+from AnomalySegLib.evaluation.report import _json_safe as json_safe  # NaN → null, as report.json
+from AnomalySegLib.io.atomic import atomic_write_text, check_writable
 
 PAPER_TABLE_MD, PAPER_TABLE_JSON = "paper_table.md", "paper_table.json"
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol == "paper":
         table = paper_table(result)
         print(table)
-        for name, text in ((PAPER_TABLE_MD, table), (PAPER_TABLE_JSON, json.dumps(paper_summary(result), indent=2))):
+        for name, text in ((PAPER_TABLE_MD, table), (PAPER_TABLE_JSON, json.dumps(json_safe(paper_summary(result)), indent=2))):
             atomic_write_text(args.output / name, text, overwrite=args.overwrite)
             written.append(args.output / name)
     for path in written:
