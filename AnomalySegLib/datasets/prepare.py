@@ -122,8 +122,8 @@ def prepare_dataset(
 
 def write_split_folders(root: Path, splits: dict) -> None:
     """``root/folds/fold<k>/<subset>/<case>``: a link to ``root/cases/<case>`` per case of each subset
-    (a copy where the file system cannot link). Existing entries are kept; the folder tree is rebuilt
-    from ``splits`` and nothing under ``root/cases`` is touched."""
+    (a copy where the file system cannot link). Entries that exist are kept (a re-run adds the missing
+    ones); nothing under ``root/cases`` is touched."""
     for fold in splits["folds"]:
         for subset in SUBSETS:
             folder = root / FOLDS_DIR / f"fold{fold['fold']}" / subset
