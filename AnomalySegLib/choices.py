@@ -21,3 +21,6 @@ def fpr_preset(rate: float) -> str:
 THRESHOLD_PRESETS = (VALIDATION_PRESET, *(fpr_preset(rate) for rate in DEFAULT_FPR_RATES))
 #: ``auto``: bf16 (or fp16) autocast on a GPU, fp32 on the CPU.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: ``evaluate --protocol``: ``default`` (the bundle's operating point) or ``paper`` (Table 1 as the authors'
+#: code computes it, no clean-up).
+PROTOCOLS = ("default", "paper")

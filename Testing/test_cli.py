@@ -10,8 +10,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-COMMANDS = ("calibrate", "evaluate", "fetch-data", "prepare-dataset", "preprocess", "restore", "segment",
-            "train-recon", "train-seg")
+COMMANDS = ("calibrate", "evaluate", "fetch-data", "make-draem-test-set", "prepare-dataset", "preprocess",
+            "restore", "segment", "train-recon", "train-seg")
 
 # Prints the help of every subcommand from one process (importing torch once, not per command).
 PRINT_ALL_HELP = textwrap.dedent(f"""

@@ -79,3 +79,80 @@ def test_noise_on_gpu_matches_cpu() -> None:
     gpu = sample_noise(PAPER, (4, 1, 96, 96), torch.Generator().manual_seed(3), "cuda")
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+AUTHORS = NoiseSpec(kind="simplex2d_shared")  # the paper's code: 2D OpenSimplex, one field per call
+
+
+def _field_std(spec: NoiseSpec, draws: int = 100) -> float:
+    """Median standard deviation of single 96 x 96 fields over ``draws`` seeds."""
+    stds = [float(sample_noise(spec, (1, 1, 96, 96), torch.Generator().manual_seed(seed)).std())
+            for seed in range(draws)]
+    return float(np.median(stds))
+
+
+def test_field_std_of_ours_and_of_the_authors_noise() -> None:
+    # Measured: ours about 0.67, the authors' 2D OpenSimplex about 0.54 per 96 x 96 field (issue #16
+    # quotes 0.67 vs 0.53); the two kinds are not the same distribution.
+    ours, authors = _field_std(PAPER), _field_std(AUTHORS)
+    assert 0.62 < ours < 0.72
+    assert 0.49 < authors < 0.58
+    assert ours / authors > 1.15
+
+
+def test_authors_noise_is_one_field_shared_over_the_batch() -> None:
+    noise = sample_noise(AUTHORS, (5, 1, 96, 96), torch.Generator().manual_seed(0))
+    assert noise.shape == (5, 1, 96, 96) and noise.dtype == torch.float32
+    assert all(torch.equal(noise[0], noise[index]) for index in range(1, 5))
+    other = sample_noise(AUTHORS, (5, 1, 96, 96), torch.Generator().manual_seed(1))
+    assert (noise - other).abs().mean() > 0.1  # a new lattice per call
+    again = sample_noise(AUTHORS, (5, 1, 96, 96), torch.Generator().manual_seed(0))
+    assert torch.equal(noise, again)
+    assert _neighbour_correlation(noise) > 0.9
+    assert noise.abs().max() < 2.5
+
+
+def test_opensimplex_is_continuous_and_bounded() -> None:
+    from AnomalySegLib.diffusion.noise import opensimplex2
+
+    permutation = torch.randperm(256, generator=torch.Generator().manual_seed(4))
+    points = torch.rand((2, 5000), generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 20
+    values = opensimplex2(points[0], points[1], permutation)
+    assert values.abs().max() <= 1.0
+    assert 0.15 < float(values.std()) < 0.6
+    step = opensimplex2(points[0] + 1e-4, points[1] + 1e-4, permutation) - values
+    assert step.abs().max() < 0.01
+
+
+def test_a_volume_shares_one_authors_field_per_noise_level() -> None:
+    # reconstruct_volume draws one call per noise level for all slices: with the authors' noise every
+    # slice of a test volume gets the same field at a given level (as in their test_step), and the
+    # levels get different fields. A real tiny network runs; we only record the noise it receives.
+    import dataclasses
+
+    from AnomalySegLib.diffusion.reconstruction import Reconstructor, build_network, reconstruct_volume
+    from AnomalySegLib.training.config import load_config
+    from AnomalySegLib.training.recon_training import parse_config
+
+    spec, _, levels = parse_config(load_config("recon_tiny"))
+    spec = dataclasses.replace(spec, noise=AUTHORS)
+    torch.manual_seed(0)
+    reconstructor = Reconstructor(spec, build_network(spec), "cpu", precision="fp32", noise_levels=levels)
+    received = []
+    original = reconstructor.predict_x0
+
+    def recording(slices, timesteps, noise):
+        received.append((timesteps.clone(), noise.clone()))
+        return original(slices, timesteps, noise=noise)
+
+    reconstructor.predict_x0 = recording
+    reconstruct_volume(reconstructor, np.random.default_rng(0).random((4, 48, 48), dtype=np.float32),
+                       seed=3, chunk_size=5)
+    timesteps = torch.cat([t for t, _ in received])
+    noise = torch.cat([n for _, n in received])
+    fields = {}
+    for level in levels:
+        rows = noise[timesteps == level]
+        assert len(rows) == 4 and all(torch.equal(rows[0], row) for row in rows)
+        fields[level] = rows[0]
+    assert not torch.equal(fields[levels[0]], fields[levels[1]])

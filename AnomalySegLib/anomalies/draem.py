@@ -3,7 +3,9 @@
 As in the SADM paper's code, the texture source is the Perlin image itself (no external texture set):
 
 1. Perlin noise with ``2^k`` cells per axis, ``k ~ U{0..6}``, rotated by an angle ~ U[−90°, 90°];
-2. anomaly mask ``M = noise > threshold`` (0.5 in the paper), optionally restricted to the brain mask;
+2. anomaly mask ``M = noise > threshold``, optionally restricted to the brain mask. The fixed 0.5 is
+   the authors' code (``perlin_noise > 0.5`` in their DRAEM ``augmenter.py``); the paper's text
+   describes a sampled threshold instead, which ``threshold_range`` offers;
 3. texture ``T`` = the noise (clipped to [0, 1]) through three random augmentations
    (:func:`AnomalySegLib.anomalies.image_ops.random_augment`);
 4. blend ``I' = (1 − M)·I + (1 − γ)·M·I + γ·M·T`` with opacity ``γ ~ U[0.2, 1]`` per sample.
@@ -39,14 +41,15 @@ class DraemAnomalyGenerator:
 
     Attributes:
         opacity_range: γ ~ U[opacity_range] per sample (paper: (0.2, 1.0)).
-        threshold_range: mask threshold ~ U[threshold_range] per sample; (0.5, 0.5) is the paper's
-            fixed 0.5 (higher thresholds → smaller, sparser anomalies).
+        threshold_range: mask threshold ~ U[threshold_range] per sample; (0.5, 0.5) is the fixed 0.5
+            of the authors' code (higher thresholds → smaller, sparser anomalies).
         scale_exponents: Perlin cells per axis are ``2^k``, k ~ U{scale_exponents} (paper: (0, 6)).
         rotation_deg: the noise is rotated by an angle ~ U[−rotation_deg, rotation_deg].
         augmentations: how many distinct texture augmentations are applied (paper: 3).
         probability: chance that a sample gets an anomaly at all (the paper's code: 1).
-        within_brain: keep anomalies inside the brain mask passed to :meth:`__call__` (the paper's
-            code does not; anomalies on the background are trivially visible, so this is the default).
+        within_brain: keep anomalies inside the brain mask passed to :meth:`__call__`. The authors'
+            code places them anywhere in the slice (``seg_paper`` does too); anomalies on the
+            background are trivially visible, so inside the brain is the default here.
     """
 
     opacity_range: tuple[float, float] = (0.2, 1.0)

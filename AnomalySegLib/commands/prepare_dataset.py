@@ -7,6 +7,8 @@ from pathlib import Path
 
 from AnomalySegLib.cli_common import exit_status
 from AnomalySegLib.datasets.layouts import LAYOUTS
+from AnomalySegLib.datasets.prepare import SPLIT_KINDS
+from AnomalySegLib.preprocessing.spec import BRAIN_MASK_METHODS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labelled-fraction", type=float, default=0.1,
                         help="share of the cases in the labelled subset (default: %(default)s)")
     parser.add_argument("--limit", type=int, help="only the first N cases (by id)")
+    parser.add_argument("--splits", choices=SPLIT_KINDS, default="seeded",
+                        help="'seeded': seeded folds per dataset; 'paper': the authors' published lists (ixi, "
+                        "brats21, atlas2), with OUT/folds/fold<k>/<subset>/ links to the case folders "
+                        "(default: %(default)s)")
+    parser.add_argument("--brain-extraction", choices=BRAIN_MASK_METHODS,
+                        help="brain mask of skull-on scans: 'template' (the template's mask through the affine "
+                        "registration) or 'learned' (deepbet; pip install 'anomalyseg[brain]'); default: the "
+                        "spec's")
     parser.add_argument("--spec", type=Path, metavar="S", help="preprocessing spec JSON (default: the paper's)")
     parser.add_argument("--overwrite", action="store_true",
                         help="re-preprocess existing cases and replace differing splits.json/dataset.json")
@@ -34,12 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from AnomalySegLib.datasets import prepare_dataset
-    from AnomalySegLib.preprocessing.spec import PreprocessingSpec, read_spec
+    from AnomalySegLib.preprocessing.spec import PreprocessingSpec, read_spec, with_brain_mask_method
 
     spec = read_spec(args.spec) if args.spec else PreprocessingSpec()
+    if args.brain_extraction:
+        spec = with_brain_mask_method(spec, args.brain_extraction)
     result = prepare_dataset(args.name, args.source, args.output, folds=args.folds, seed=args.seed,
                              labelled_fraction=args.labelled_fraction, limit=args.limit, spec=spec,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, splits=args.splits)
     print(f"{result.root}: {len(result.prepared)} cases prepared, {len(result.skipped)} kept, "
           f"{len(result.report.failed)} failed")
     return exit_status(result.report.all_ok)

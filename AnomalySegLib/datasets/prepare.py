@@ -3,19 +3,25 @@
 ``OUT/cases/<case_id>/`` are ordinary preprocessed case folders (see ``case_folder.py``; labelled
 datasets get ``labels.nii.gz``), ``OUT/splits.json`` the seeded folds (see ``splits.py``) and
 ``OUT/dataset.json`` what was prepared from where. Case folders that exist already are kept (a re-run
-resumes), and their ids are included in the splits.
+resumes), and their ids are included in the splits. With ``splits="paper"`` the splits are the authors'
+published lists (:func:`~.splits.make_paper_splits`) and ``OUT/folds/fold<k>/<subset>/`` hold links to
+the case folders of each subset (``train``, ``val``, ``test``, ``labelled_train``, ``labelled_val``), so
+that ``train-recon --data``, ``evaluate --data`` ... take a fold's subset directly.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from AnomalySegLib.batch import BatchReport, run_batch
 from AnomalySegLib.datasets.layouts import DatasetFiles, get_layout
-from AnomalySegLib.datasets.splits import make_splits
+from AnomalySegLib.datasets.splits import make_paper_splits, make_splits
+from AnomalySegLib.errors import InputError
 from AnomalySegLib.io.atomic import atomic_write_text
 from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, write_case
 from AnomalySegLib.preprocessing.pipeline import preprocess_file
@@ -25,6 +31,9 @@ LOG = logging.getLogger(__name__)
 CASES_DIR = "cases"
 SPLITS_FILE = "splits.json"
 DATASET_FILE = "dataset.json"
+FOLDS_DIR = "folds"
+SPLIT_KINDS = ("seeded", "paper")
+SUBSETS = ("train", "val", "test", "labelled_train", "labelled_val")
 
 
 @dataclass
@@ -48,6 +57,7 @@ def prepare_dataset(
     limit: int | None = None,
     spec: PreprocessingSpec | None = None,
     overwrite: bool = False,
+    splits: str = "seeded",
 ) -> PreparedDataset:
     """Discover the dataset ``name`` under ``source``, preprocess every case, write splits.
 
@@ -55,6 +65,8 @@ def prepare_dataset(
         limit: only the first ``limit`` cases (by id), e.g. to try the protocol on a few.
         overwrite: re-preprocess cases whose folders exist (default: keep them) and replace different
             ``splits.json`` / ``dataset.json`` files.
+        splits: ``"seeded"`` (:func:`~.splits.make_splits`) or ``"paper"`` (the authors' lists; IXI,
+            BraTS21 and ATLAS v2 only; ``folds``, ``seed`` and ``labelled_fraction`` are then unused).
 
     Raises:
         InputError: unknown dataset, nothing found, or too few prepared cases for the folds.
@@ -62,6 +74,10 @@ def prepare_dataset(
             seed) and ``overwrite`` is false.
     """
     layout = get_layout(name)
+    if splits not in SPLIT_KINDS:
+        raise InputError(None, f"splits must be one of {SPLIT_KINDS}, not {splits!r}")
+    if splits == "paper":
+        make_paper_splits(layout.name, [])  # refuse a dataset without published lists before any work
     spec = spec or PreprocessingSpec()
     out = Path(out)
     files = layout.discover(source)[:limit]
@@ -78,9 +94,17 @@ def prepare_dataset(
     report = run_batch(todo, process)
     failed = {outcome.case_id for outcome in report.failed}
     ready = [f.case_id for f in files if f.case_id not in failed]
-    splits = make_splits(ready, folds=folds, seed=seed, labelled_fraction=labelled_fraction)
-    splits["dataset"] = layout.name
-    _write_unless_different(out / SPLITS_FILE, json.dumps(splits, indent=2) + "\n", overwrite)
+    if splits == "paper":
+        document_splits = make_paper_splits(layout.name, ready)
+        if document_splits["missing"]:
+            LOG.warning("%d cases of the paper's %s lists are not in %s (see 'missing' in %s)",
+                        len(document_splits["missing"]), layout.name, source, SPLITS_FILE)
+    else:
+        document_splits = make_splits(ready, folds=folds, seed=seed, labelled_fraction=labelled_fraction)
+    document_splits["dataset"] = layout.name
+    _write_unless_different(out / SPLITS_FILE, json.dumps(document_splits, indent=2) + "\n", overwrite)
+    if splits == "paper":
+        write_split_folders(out, document_splits)
     document = {
         "dataset": layout.name,
         "description": layout.description,
@@ -94,6 +118,25 @@ def prepare_dataset(
     }
     _write_unless_different(out / DATASET_FILE, json.dumps(document, indent=2) + "\n", overwrite)
     return PreparedDataset(out, [f.case_id for f in todo if f.case_id not in failed], skipped, report)
+
+
+def write_split_folders(root: Path, splits: dict) -> None:
+    """``root/folds/fold<k>/<subset>/<case>``: a link to ``root/cases/<case>`` per case of each subset
+    (a copy where the file system cannot link). Entries that exist are kept (a re-run adds the missing
+    ones); nothing under ``root/cases`` is touched."""
+    for fold in splits["folds"]:
+        for subset in SUBSETS:
+            folder = root / FOLDS_DIR / f"fold{fold['fold']}" / subset
+            folder.mkdir(parents=True, exist_ok=True)
+            for case_id in fold[subset]:
+                link = folder / case_id
+                if link.exists() or link.is_symlink():
+                    continue
+                target = root / CASES_DIR / case_id
+                try:
+                    link.symlink_to(os.path.relpath(target, folder), target_is_directory=True)
+                except OSError:  # e.g. Windows without the symlink privilege
+                    shutil.copytree(target, link)
 
 
 def _write_unless_different(path: Path, text: str, overwrite: bool) -> None:

@@ -1,12 +1,25 @@
-"""The noise that corrupts slices in the forward diffusion process: simplex (default) or Gaussian.
+"""The noise that corrupts slices in the forward diffusion process: simplex (default), the authors'
+shared 2D simplex, or Gaussian.
 
-Simplex noise follows AnoDDPM (Wyatt et al. 2022), which the paper's code uses: a sum of octaves of 3D
-simplex noise sampled on the pixel grid, the k-th octave at coordinates ``pixel / (frequency / 2**k)``
-with amplitude ``persistence**k``. Their implementation is numba on the CPU and draws one 2D field per
-call for the whole batch; ours is vectorised torch on the tensor's device and draws an independent field
-per sample (a random offset into the 3D noise volume), which is the same distribution.
-We write simplex noise ourselves because neither torch nor MONAI offers it (Gustavson's formulation,
-"Simplex noise demystified", 2005). The sum is not rescaled, as in the authors' code.
+Both simplex kinds follow AnoDDPM (Wyatt et al. 2022): a sum of octaves of gradient noise sampled on the
+pixel grid, the k-th octave at coordinates ``pixel / (frequency / 2**k)`` with amplitude
+``persistence**k``; the sum is not rescaled (as in the authors' code). They differ in distribution and
+in sharing:
+
+- ``"simplex"`` (ours, the default model's): each sample gets its own field, a 2D section of 3D
+  simplex noise (Gustavson, "Simplex noise demystified", 2005) at a random offset per octave. Its
+  standard deviation over a 96 × 96 field is about 0.67.
+- ``"simplex2d_shared"`` (the paper's code, ``src/utils/generate_noise.py`` of
+  FinnBehrendt/Supervised-Anomaly-Detection-with-Diffusion-Models): 2D OpenSimplex noise (K. Spencer's
+  algorithm, as in the ``opensimplex`` package) with a new random lattice permutation per call and
+  every octave anchored at the lattice origin; **one field per call, repeated over the whole batch**.
+  Training therefore noises every slice of a batch with the same field, and at test time every slice
+  of a volume shares one field per noise level (``reconstruct_volume`` draws a level's noise for all
+  slices in one call). Its standard deviation over a 96 × 96 field is about 0.53, so the two kinds are
+  **not** the same distribution: the same timestep destroys more of the image under ``"simplex"``.
+
+Both are vectorised torch on the tensor's device, written here because neither torch nor MONAI offers
+simplex noise.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ import torch
 
 from AnomalySegLib.spec_io import JsonSpec
 
-NOISE_KINDS = ("simplex", "gaussian")
+NOISE_KINDS = ("simplex", "simplex2d_shared", "gaussian")
 
 # Gradient directions of 3D simplex noise: the midpoints of the 12 edges of a cube.
 _GRADIENTS_3D = (
@@ -34,7 +47,8 @@ class NoiseSpec(JsonSpec):
     """How to draw noise (stored in the model bundle).
 
     Attributes:
-        kind: ``"simplex"`` or ``"gaussian"``.
+        kind: ``"simplex"``, ``"simplex2d_shared"`` (the authors' noise, see the module docstring) or
+            ``"gaussian"``.
         octaves, persistence, frequency: simplex parameters (paper: 6, 0.8, 64; frequency in pixels,
             the wavelength of the coarsest octave).
     """
@@ -62,11 +76,17 @@ def sample_noise(
     """Noise of ``shape`` ``[B, C, H, W]`` (float32) on ``device``.
 
     The random draws come from ``generator`` (a CPU generator; default: torch's global one) so that
-    the same seed gives the same noise on every device and for any chunking of a batch.
+    the same seed gives the same noise on every device and for any chunking of a batch. With
+    ``"simplex2d_shared"`` all ``B × C`` fields are one and the same field.
     """
     if spec.kind == "gaussian":
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
     batch, channels, height, width = shape
+    if spec.kind == "simplex2d_shared":
+        permutation = torch.randperm(_LATTICE_PERIOD, generator=generator)
+        field = opensimplex2_octaves((height, width), permutation.to(device), spec.octaves, spec.persistence,
+                                     spec.frequency)
+        return field.expand(batch, channels, height, width).contiguous()
     offsets = torch.rand((batch * channels, spec.octaves, 3), generator=generator) * _LATTICE_PERIOD
     noise = simplex_octaves(
         (height, width), offsets.to(device), spec.persistence, spec.frequency
@@ -94,6 +114,79 @@ def simplex_octaves(
         frequency /= 2
         amplitude *= persistence
     return noise
+
+
+def opensimplex2_octaves(
+    size: tuple[int, int], permutation: torch.Tensor, octaves: int, persistence: float, frequency: float
+) -> torch.Tensor:
+    """One fractal 2D OpenSimplex field ``[H, W]``: ``Σ_k persistence**k · noise2(col / f_k, row / f_k)``
+    with ``f_k = frequency / 2**k``, all octaves on the lattice given by ``permutation`` ``[256]``."""
+    height, width = size
+    device = permutation.device
+    rows = torch.arange(height, device=device, dtype=torch.float64).view(height, 1).expand(height, width)
+    cols = torch.arange(width, device=device, dtype=torch.float64).view(1, width).expand(height, width)
+    noise = torch.zeros((height, width), device=device, dtype=torch.float64)
+    amplitude = 1.0
+    for _ in range(octaves):
+        noise += amplitude * opensimplex2(cols / frequency, rows / frequency, permutation)
+        frequency /= 2
+        amplitude *= persistence
+    return noise.float()
+
+
+# 2D OpenSimplex (K. Spencer, 2014; public domain): a triangular lattice obtained by stretching the
+# square one; each point sums the attenuated gradient ramps of the 3 vertices of its triangle and of
+# one extra vertex. Gradients point to the vertices of an octagon; the result is divided by 47.
+_STRETCH_2D = (1.0 / 3.0**0.5 - 1.0) / 2.0
+_SQUISH_2D = (3.0**0.5 - 1.0) / 2.0
+_NORM_2D = 47.0
+_GRADIENTS_2D = ((5, 2), (2, 5), (-5, 2), (-2, 5), (5, -2), (2, -5), (-5, -2), (-2, -5))
+
+
+def opensimplex2(x: torch.Tensor, y: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
+    """2D OpenSimplex noise in about [-1, 1] at points ``(x, y)`` (same-shape float64 tensors)."""
+    gradients = torch.tensor(_GRADIENTS_2D, dtype=x.dtype, device=x.device)
+    stretch = (x + y) * _STRETCH_2D
+    xsb, ysb = torch.floor(x + stretch), torch.floor(y + stretch)
+    squish = (xsb + ysb) * _SQUISH_2D
+    dx0, dy0 = x - (xsb + squish), y - (ysb + squish)
+    xins, yins = x + stretch - xsb, y + stretch - ysb
+    in_sum = xins + yins
+
+    def ramp(xv, yv, dx, dy):
+        attenuation = torch.clamp(2.0 - dx * dx - dy * dy, min=0.0) ** 4
+        hashed = permutation[(permutation[xv.long() & 255] + yv.long()) & 255]
+        gradient = gradients[(hashed & 14) // 2]
+        return attenuation * (gradient[..., 0] * dx + gradient[..., 1] * dy)
+
+    value = ramp(xsb + 1, ysb, dx0 - 1 - _SQUISH_2D, dy0 - _SQUISH_2D)
+    value += ramp(xsb, ysb + 1, dx0 - _SQUISH_2D, dy0 - 1 - _SQUISH_2D)
+
+    # The fourth (extra) vertex and the base vertex, by which triangle holds the point.
+    lower = in_sum <= 1
+    x_larger = xins > yins
+    zins_low, zins_high = 1 - in_sum, 2 - in_sum
+    low_near_origin = (zins_low > xins) | (zins_low > yins)
+    high_near_far = (zins_high < xins) | (zins_high < yins)
+    two_squish = 2 * _SQUISH_2D
+    # Lower triangle: (0, 0) is a closest vertex → extra vertex (1, -1) or (-1, 1); else (1, 1).
+    lx = torch.where(low_near_origin, torch.where(x_larger, xsb + 1, xsb - 1), xsb + 1)
+    ly = torch.where(low_near_origin, torch.where(x_larger, ysb - 1, ysb + 1), ysb + 1)
+    ldx = torch.where(low_near_origin, torch.where(x_larger, dx0 - 1, dx0 + 1), dx0 - 1 - two_squish)
+    ldy = torch.where(low_near_origin, torch.where(x_larger, dy0 + 1, dy0 - 1), dy0 - 1 - two_squish)
+    # Upper triangle (base vertex (1, 1)): (0, 0) among the closest → extra (2, 0) or (0, 2); else (0, 0).
+    ux = torch.where(high_near_far, torch.where(x_larger, xsb + 2, xsb), xsb)
+    uy = torch.where(high_near_far, torch.where(x_larger, ysb, ysb + 2), ysb)
+    udx = torch.where(high_near_far, torch.where(x_larger, dx0 - 2 - two_squish, dx0 - two_squish), dx0)
+    udy = torch.where(high_near_far, torch.where(x_larger, dy0 - two_squish, dy0 - 2 - two_squish), dy0)
+    ext_x, ext_y = torch.where(lower, lx, ux), torch.where(lower, ly, uy)
+    ext_dx, ext_dy = torch.where(lower, ldx, udx), torch.where(lower, ldy, udy)
+    base_x, base_y = torch.where(lower, xsb, xsb + 1), torch.where(lower, ysb, ysb + 1)
+    base_dx = torch.where(lower, dx0, dx0 - 1 - two_squish)
+    base_dy = torch.where(lower, dy0, dy0 - 1 - two_squish)
+    value += ramp(base_x, base_y, base_dx, base_dy)
+    value += ramp(ext_x, ext_y, ext_dx, ext_dy)
+    return value / _NORM_2D
 
 
 def simplex3(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

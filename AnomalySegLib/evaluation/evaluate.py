@@ -14,6 +14,12 @@ healthy: their voxel FPR inside the brain at the threshold is reported. The cali
 to AS, so the ablations get only the threshold-free metrics (the paper's table reports ⌈Dice⌉/AUPRC).
 Optionally (``native=True``), the combined map is also measured on each case's native grid
 (:mod:`AnomalySegLib.evaluation.native`).
+
+The paper's protocol (:func:`paper_summary`, ``evaluate --protocol paper``): ⌈Dice⌉ as the authors'
+code computes it (10-step bisection, :func:`~AnomalySegLib.metrics.best_dice_bisection`) is the table's
+column, the exact ⌈Dice⌉ an extra one; and a labelled case whose lesion vanishes on the model grid
+(a label file, empty after resampling) counts with ⌈Dice⌉ = AUPRC = 0, as in the authors' code, instead
+of being left out of the means. How many such cases there were is reported.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from AnomalySegLib.bundle import ModelBundle, load_bundle
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.evaluation.native import native_metrics
 from AnomalySegLib.evaluation.pr_curve import PooledPRCurve
-from AnomalySegLib.metrics import volume_metrics, voxel_fpr
+from AnomalySegLib.metrics import best_dice_bisection, volume_metrics, voxel_fpr
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase, list_cases, load_case
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.scoring.operating_point import RAW, CleanUp, apply_operating_point, voxel_size_zyx
@@ -40,17 +46,20 @@ LOG = logging.getLogger(__name__)
 COMBINED, STAGE1, UNET = "combined", "stage1", "unet"
 VARIANT_NAMES = {COMBINED: "SADM (combined AS)", STAGE1: "Stage I only (x̃)", UNET: "U-Net only (ŷ)"}
 DEFAULT_PRESET = "val"
+PAPER_METRICS = ("best_dice_bisection", "best_dice", "auprc")  # the paper table's columns, in order
 
 
 @dataclass(frozen=True)
 class CaseResult:
     """Metrics of one case: ``metrics[variant]`` is a :class:`~AnomalySegLib.metrics.VolumeMetrics` dict
-    for labelled cases, ``{"fpr": ...}`` for healthy ones."""
+    (plus ``best_dice_bisection``) for labelled cases, ``{"fpr": ...}`` for healthy ones.
+    ``lesion_vanished``: the case has a label file but no anomaly voxel on the model grid."""
 
     case_id: str
     healthy: bool
     anomaly_voxels: int
     metrics: dict[str, dict[str, float]]
+    lesion_vanished: bool = False
 
 
 @dataclass
@@ -173,11 +182,12 @@ def evaluate_cases(
                 metrics[name] = {"fpr": fpr}
                 continue
             metrics[name] = volume_metrics(score_map, case.labels, at, case.mask, prediction=predicted).to_dict()
+            metrics[name].update(paper_case_metrics(score_map, case.labels))
             curves.setdefault(name, PooledPRCurve()).add(score_map, case.labels)
             if name == COMBINED and native_folders is not None:
                 metrics[name].update(native_metrics(native_folders[case.case_id], score_map, at, clean_up))
         voxels = 0 if case.labels is None else int(case.labels.sum())
-        results.append(CaseResult(case.case_id, healthy, voxels, metrics))
+        results.append(CaseResult(case.case_id, healthy, voxels, metrics, lesion_vanished=lesion_vanished(case)))
         LOG.info("%s: %s", case.case_id, ", ".join(
             f"{name} ⌈Dice⌉ {values['best_dice']:.3f}" for name, values in metrics.items() if "best_dice" in values
         ) or "healthy")
@@ -223,3 +233,59 @@ def evaluate_bundle(
                                      voxel_size_mm=voxel_size_zyx(grid.spacing))
     used = [variant for variant in (COMBINED, STAGE1, UNET) if any(variant in case.metrics for case in results)]
     return EvaluationResult(str(model), str(data), value, name, seed, used, results, curves, clean_up)
+
+
+def lesion_vanished(case: ModelSpaceCase) -> bool:
+    """A labelled case (it has a label file) whose anomaly has no voxel on the model grid."""
+    return case.labels is not None and not case.labels.any()
+
+
+def paper_case_metrics(score_map: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The paper's per-volume extras of a labelled case: ⌈Dice⌉ by the authors' 10-step bisection."""
+    return {"best_dice_bisection": best_dice_bisection(score_map, labels)[0]}
+
+
+def paper_summary(result: EvaluationResult) -> dict:
+    """Table 1's numbers under the paper's protocol.
+
+    Every labelled case counts, including those whose lesion vanished on the grid (⌈Dice⌉ = AUPRC = 0,
+    as the authors' code gives them). Mean and population std are over volumes; the paper's ± is the
+    std over its 5 Stage I folds (average the per-fold means, see docs/evaluation.md).
+
+    Returns:
+        ``{"variants": {variant: {metric: {"mean", "std", "n"}}}, "labelled": n, "vanished": n,
+        "vanished_cases": [ids]}`` with metrics :data:`PAPER_METRICS`.
+    """
+    vanished = [case for case in result.cases if case.lesion_vanished]
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for variant in result.variants:
+        values: dict[str, list[float]] = {metric: [] for metric in PAPER_METRICS}
+        for case in result.labelled():
+            for metric in PAPER_METRICS:
+                values[metric].append(case.metrics.get(variant, {}).get(metric, float("nan")))
+        for _ in vanished:
+            for metric in PAPER_METRICS:
+                values[metric].append(0.0)
+        table[variant] = {metric: _mean_std(items) for metric, items in values.items()}
+    return {
+        "variants": table,
+        "labelled": len(result.labelled()) + len(vanished),
+        "vanished": len(vanished),
+        "vanished_cases": sorted(case.case_id for case in vanished),
+    }
+
+
+def paper_table(result: EvaluationResult) -> str:
+    """:func:`paper_summary` as a Markdown table (percent, mean ± std over volumes)."""
+    summary = paper_summary(result)
+    lines = [
+        f"Paper protocol: {summary['labelled']} labelled volumes, of which {summary['vanished']} have no "
+        "lesion voxel on the model grid and count with ⌈Dice⌉ = AUPRC = 0.",
+        "",
+        "| variant | ⌈Dice⌉ (paper, bisection) % | ⌈Dice⌉ (exact) % | AUPRC % |",
+        "|---|---|---|---|",
+    ]
+    for variant, metrics in summary["variants"].items():
+        cells = [f"{100 * metrics[m]['mean']:.1f} ± {100 * metrics[m]['std']:.1f}" for m in PAPER_METRICS]
+        lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ Steps (each a tested function in its own module):
 1. validate the input (and the mask, if given);
 2. working image: reorient to LPS, resample to ``spec.working_spacing_mm`` isotropic;
 3. brain-mask source: the given mask, else the input itself if it is already skull-stripped, else the
-   template's mask through the registration;
+   template's mask through the registration (or, with ``spec.brain_mask.method == "learned"``, deepbet);
 4. N4 bias field fitted on the shrunk working image (inside the brain mask, or the head for skull-on
    input), applied to the native image through its log field;
 5. affine registration of the bias-corrected working image to the template (skull-stripped template
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MASK_GIVEN = "given"
 MASK_SKULL_STRIPPED_INPUT = "skull_stripped_input"
 MASK_TEMPLATE = "template"
+MASK_LEARNED = "learned"
 
 
 @dataclass
@@ -120,6 +121,8 @@ def preprocess_image(image: sitk.Image, mask: sitk.Image | None = None,
         else:
             working_brain = skull_stripped_mask(working, spec.brain_mask)
             mask_source = MASK_TEMPLATE if working_brain is None else MASK_SKULL_STRIPPED_INPUT
+            if working_brain is None and spec.brain_mask.method == MASK_LEARNED:
+                working_brain, mask_source = _learned_mask(working, image_path), MASK_LEARNED
         n4_mask = working_brain if working_brain is not None else head_mask(working)
 
     with _timed(timings, "bias_field"):
@@ -191,6 +194,16 @@ def preprocess_file(image_path: str | Path, mask_path: str | Path | None = None,
                            "labels": None if labels_path is None else str(labels_path),
                            "label_values": None if label_values is None else list(label_values)}
     return case
+
+
+def _learned_mask(working: sitk.Image, image_path: str | Path | None) -> sitk.Image:
+    """deepbet's brain mask of the working image; its errors name the input file."""
+    from AnomalySegLib.preprocessing.brain_extraction import learned_brain_mask  # optional dependency
+
+    try:
+        return learned_brain_mask(working)
+    except InputError as error:
+        raise InputError(image_path, error.problem) from error
 
 
 def geometry(image: sitk.Image) -> dict[str, list]:

@@ -95,17 +95,29 @@ class BrainMaskSpec:
     voxels hold exactly the image minimum (stripping sets everything outside the brain to one value)
     and the largest connected region above the minimum has a brain-like volume in
     ``stripped_volume_ml`` (adult brain incl. CSF: ~1000–2000 ml; a head with skull: 3000–10000 ml).
-    Otherwise the template's brain mask is mapped through the registration.
+    Otherwise ``method`` decides: ``"template"`` maps the template's brain mask through the affine
+    registration; ``"learned"`` extracts the brain with a learned model
+    (:mod:`AnomalySegLib.preprocessing.brain_extraction`, deepbet; optional extra ``[brain]``).
     """
 
     stripped_min_background_fraction: float = 0.3
     stripped_volume_ml: tuple[float, float] = (800.0, 2400.0)
+    method: str = "template"
 
     def __post_init__(self) -> None:
         _check(0 < self.stripped_min_background_fraction < 1, "brain_mask.stripped_min_background_fraction",
                "must lie in (0, 1)")
         low, high = self.stripped_volume_ml
         _check(0 < low < high, "brain_mask.stripped_volume_ml", "must be (low, high) with 0 < low < high")
+        _check(self.method in BRAIN_MASK_METHODS, "brain_mask.method", f"must be one of {BRAIN_MASK_METHODS}")
+
+
+BRAIN_MASK_METHODS = ("template", "learned")
+
+
+def with_brain_mask_method(spec: "PreprocessingSpec", method: str) -> "PreprocessingSpec":
+    """``spec`` with the brain mask of skull-on input found by ``method`` (see :class:`BrainMaskSpec`)."""
+    return dataclasses.replace(spec, brain_mask=dataclasses.replace(spec.brain_mask, method=method))
 
 
 @dataclass(frozen=True)

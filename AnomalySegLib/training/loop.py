@@ -60,6 +60,8 @@ class LoopSettings:
         checkpoint_every, validate_every, log_every: in steps (validation also runs at the end).
         seed: seeds every random draw of the run.
         progress: show a progress bar (rank 0).
+        select_best: a key of ``validate_fn``'s result; when given, the outcome's (EMA) model carries the
+            weights of the validation with the lowest value (ties: the earlier one), not the last.
     """
 
     max_steps: int
@@ -71,6 +73,7 @@ class LoopSettings:
     log_every: int = 10
     seed: int = 0
     progress: bool = True
+    select_best: str | None = None
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.validation: dict[str, float] = {}
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (value, step, EMA weights)
         self.identity = json.dumps(identity, sort_keys=True) if identity is not None else ""
         if resume:
             self._restore(load_checkpoint(self.work_dir / CHECKPOINT_FILE, context.device))
@@ -162,6 +166,10 @@ class Trainer:
             progress.close()
             if writer is not None:
                 writer.close()
+        if self.best is not None:
+            value, step, weights = self.best
+            LOG.info("keeping the weights of step %d (validation %s %.5f)", step, self.settings.select_best, value)
+            self.ema.load_state_dict(weights)
         return TrainingOutcome(
             ema_model=self.ema.module,
             model=unwrap_model(self.model),
@@ -184,6 +192,8 @@ class Trainer:
                     "history": json.dumps(self.history),
                     "validation": json.dumps(self.validation),
                     "identity": self.identity,
+                    **({} if self.best is None else
+                       {"best_value": self.best[0], "best_step": self.best[1], "best_ema": self.best[2]}),
                 },
             )
         barrier(self.context)
@@ -210,7 +220,20 @@ class Trainer:
         if self.context.is_main:
             self.validation = {key: float(value) for key, value in self.validate_fn(self.ema.module).items()}
             self._log({f"val/{key}": value for key, value in self.validation.items()}, writer)
+            self._keep_if_best()
         barrier(self.context)
+
+    def _keep_if_best(self) -> None:
+        """Remember the EMA weights when ``select_best``'s metric reaches a new low."""
+        name = self.settings.select_best
+        if name is None:
+            return
+        if name not in self.validation:
+            raise KeyError(f"select_best {name!r} is not a validation metric ({', '.join(self.validation)})")
+        value = self.validation[name]
+        if self.best is None or value < self.best[0]:
+            weights = {key: tensor.detach().clone() for key, tensor in self.ema.state_dict().items()}
+            self.best = (value, self.step, weights)
 
     def _log(self, values: dict[str, float], writer) -> None:
         if not self.context.is_main:
@@ -249,5 +272,7 @@ class Trainer:
         self.step = int(state["step"])
         self.history = json.loads(state.get("history", "[]"))
         self.validation = json.loads(state.get("validation", "{}"))
+        if "best_ema" in state:
+            self.best = (float(state["best_value"]), int(state["best_step"]), state["best_ema"])
         if self.step > self.settings.max_steps:
             LOG.warning("checkpoint is at step %d, beyond max_steps %d", self.step, self.settings.max_steps)

@@ -31,6 +31,9 @@ class TrainingSettings(JsonSpec):
         validation_cases: (healthy) cases held out for validation.
         validation_max_slices: validation slices per source.
         augmentation: intensity/artefact augmentation (``None``: off).
+        select_best: a validation metric (e.g. ``"loss"``, ``"bce"``): the saved model is the one with
+            its lowest value over the run's validations, as the authors' checkpoint callback keeps
+            (``None``: the final weights).
     """
 
     SPEC_NAME = "training section"
@@ -51,6 +54,7 @@ class TrainingSettings(JsonSpec):
     validation_cases: int = 1
     validation_max_slices: int = 64
     augmentation: AugmentationSpec | None = None
+    select_best: str | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -67,4 +71,5 @@ class TrainingSettings(JsonSpec):
             log_every=self.log_every,
             seed=self.seed,
             progress=progress,
+            select_best=self.select_best,
         )
