@@ -29,7 +29,7 @@ from AnomalySegModuleLib import Dependencies  # noqa: E402
 QT_CLASSES = {
     "QWidget", "QLabel", "QComboBox", "QPushButton", "QCheckBox", "QProgressBar", "QPlainTextEdit",
     "QLineEdit", "QSpinBox", "QDoubleSpinBox", "QGroupBox", "QToolButton", "QRadioButton", "QTextEdit",
-    "QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout",
+    "QTableWidget", "QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout",
 }
 CUSTOM_WIDGET_PATTERN = re.compile(r"^(ctk|qMRML|qSlicer)[A-Z]\w+$")
 
@@ -288,6 +288,7 @@ def test_module_helpers_import_with_only_what_slicer_ships():
         sys.path.insert(0, {str(REPO / "AnomalySeg")!r})
         for name in ("AnomalySegLib.progress", "AnomalySegLib.resources", "AnomalySegModuleLib.Results",
                      "AnomalySegModuleLib.Dependencies", "AnomalySegModuleLib.InferenceProcess",
+                     "AnomalySegModuleLib.Findings", "AnomalySegModuleLib.Models",
                      "AnomalySegModuleLib.SceneGlue", "AnomalySegModuleLib.SegmentationRun"):
             importlib.import_module(name)
         from AnomalySegLib.progress import parse_progress_line

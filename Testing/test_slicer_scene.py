@@ -240,8 +240,8 @@ def test_a_failing_engine_run_reports_its_message_and_imports_nothing(results, t
     run = SegmentationRun.SegmentationRun(input_volume, work, sys.executable, app.volumes_logic,
                                           app.segmentations_logic, model=str(tmp_path / "no-such-model"),
                                           device="cpu", onLog=logs.append)
-    assert (work / "MRBrain_Tumor_1.nii.gz").is_file()
-    assert run.command[1:5] == ["-m", "AnomalySegLib", "segment", str(work / "MRBrain_Tumor_1.nii.gz")]
+    assert (work / "MRBrain_Tumor_1.nrrd").is_file()
+    assert run.command[1:5] == ["-m", "AnomalySegLib", "segment", str(work / "MRBrain_Tumor_1.nrrd")]
     run.start()
     run.wait()
     imported, message = run.finish()
