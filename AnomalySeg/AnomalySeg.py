@@ -55,8 +55,8 @@ from AnomalySegModuleLib.SegmentationRun import SegmentationRun  # noqa: E402
 #: scene parameter: the folders are on this computer's disk and are offered in every scene.
 MODEL_FOLDERS_SETTING = "AnomalySeg/modelFolders"
 PROGRESS_POLL_MS = 200
-#: The slider re-thresholds this long after it stopped moving (one re-threshold per gesture, not
-#: one per step: a 512x512x300 map takes about a second, see docs/slicer.md).
+#: The slider re-thresholds the segment this long after it stopped moving: one re-threshold per
+#: gesture, not one per step (a 512x512x300 map takes seconds on 2 CPU cores, see docs/slicer.md).
 RETHRESHOLD_DELAY_MS = 300
 #: Reloaded with the module in developer mode, dependencies first.
 HELPER_MODULES = ("AnomalySegLib.progress", "AnomalySegModuleLib.Results", "AnomalySegModuleLib.Findings",
@@ -403,8 +403,10 @@ class AnomalySegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 table.setItem(rowIndex, column, item)
 
     def onSensitivityChanged(self, value: float) -> None:
-        """Re-threshold once the slider rests (see :data:`RETHRESHOLD_DELAY_MS`)."""
+        """The overlay follows the slider at once; the segment, statistics and findings are
+        re-thresholded once it rests (see :data:`RETHRESHOLD_DELAY_MS`)."""
         if self._results is not None and not self.logic.isRunning():
+            SceneGlue.showOverlayFloor(self._results.anomalyMapNode, value)
             self._rethresholdTimer.start()  # restarts while the slider moves
 
     def _rethreshold(self) -> None:
@@ -610,6 +612,8 @@ class AnomalySegTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_WidgetWithFakeLogic()
+        self.setUp()
         self.test_MRBrainTumor1()
         self.setUp()
         self.test_Cancel()
@@ -619,6 +623,54 @@ class AnomalySegTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Loading MRBrainTumor1 (Slicer sample data)")
         return SampleData.downloadSample("MRBrainTumor1")
+
+    def test_WidgetWithFakeLogic(self):
+        """The panel against a fake logic (no engine run): options reach process() through the
+        parameter node; results show their warnings and findings; a click on a finding centres
+        the slice views; the slider moves the overlay at once and re-thresholds when it rests."""
+        inputVolume = self._tumourVolume()
+        logic = _FakeLogic()
+        widget = AnomalySegWidget(logic=logic)
+        widget.setup()
+        widget.ui.inputSelector.setCurrentNode(inputVolume)
+        widget.ui.deviceComboBox.currentIndex = list(Device).index(Device.CPU)
+        parameterNode = logic.getParameterNode()
+        self.assertEqual(parameterNode.device, Device.CPU)
+        self.assertGreater(widget.ui.thresholdPresetComboBox.count, 0)  # the default bundle's presets
+
+        widget.ui.applyButton.click()
+        self.assertEqual(len(logic.calls), 1)
+        volume, options = logic.calls[0]
+        self.assertIs(volume, inputVolume)
+        self.assertEqual(options["device"], "cpu")
+        self.assertEqual(options["threshold"], parameterNode.thresholdPreset)
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+
+        results = _fakeResults(inputVolume)
+        logic.running = False
+        widget._onFinished(results, "")
+        self.assertEqual(widget.ui.applyButton.text, "Apply")
+        self.assertTrue(widget.ui.warningsLabel.visible)
+        self.assertIn("slices 6.5 mm thick", widget.ui.warningsLabel.text)
+        self.assertEqual(widget.ui.findingsTable.rowCount, len(results.currentFindings))
+        self.assertEqual(parameterNode.anomalyMap, results.anomalyMapNode)
+        self.assertEqual(list(parameterNode.qcWarnings), results.qcWarnings)
+
+        widget.onFindingClicked(0, 0)
+        sliceToRas = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS() \
+            if slicer.app.layoutManager() else None
+        if sliceToRas is not None:
+            centre = results.currentFindings[0].centroidRas
+            for row in range(3):
+                self.assertAlmostEqual(sliceToRas.GetElement(row, 3), centre[row], places=3)
+
+        widget.ui.sensitivitySlider.value = 0.5
+        self.assertAlmostEqual(results.anomalyMapNode.GetDisplayNode().GetLowerThreshold(), 0.5)
+        self.assertEqual(logic.rethresholds, [])  # not before the slider rests
+        widget._rethreshold()
+        self.assertEqual(logic.rethresholds, [0.5])
+        widget.cleanup()
+        self.delayDisplay("Widget against a fake logic: options, warnings, findings, jump and slider")
 
     def test_MRBrainTumor1(self):
         inputVolume = self._tumourVolume()
@@ -666,3 +718,51 @@ class AnomalySegTest(ScriptedLoadableModuleTest):
         self.assertEqual(finished, [(None, "")])
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
         self.delayDisplay("Cancel stops the engine and imports nothing")
+
+
+class _FakeLogic:
+    """Stands in for :class:`AnomalySegLogic` in the widget test: records calls, runs no engine."""
+
+    def __init__(self) -> None:
+        self.calls = []
+        self.rethresholds = []
+        self.running = False
+        self._real = AnomalySegLogic()
+
+    def getParameterNode(self):
+        return self._real.getParameterNode()
+
+    def modelFolders(self):
+        return Models.bundledModelFolders()
+
+    def isRunning(self):
+        return self.running
+
+    def cancel(self):
+        self.running = False
+
+    def process(self, inputVolume, **options):
+        self.calls.append((inputVolume, options))
+        self.running = True
+
+    def rethreshold(self, results, threshold):
+        self.rethresholds.append(threshold)
+        return results.statistics
+
+    storeResults = staticmethod(AnomalySegLogic.storeResults)
+    resultsFromParameterNode = staticmethod(AnomalySegLogic.resultsFromParameterNode)
+
+
+def _fakeResults(inputVolume) -> SceneGlue.ImportedResults:
+    """Results on ``inputVolume`` without an engine run: its intensities scaled to 0-1 as the anomaly map."""
+    anomalyMap = slicer.modules.volumes.logic().CloneVolume(slicer.mrmlScene, inputVolume, "fake anomaly map")
+    scores = slicer.util.arrayFromVolume(anomalyMap).astype("float32")
+    slicer.util.updateVolumeFromArray(anomalyMap, scores / max(float(scores.max()), 1.0))
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fake anomaly")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+    segmentId = segmentation.GetSegmentation().AddEmptySegment("Anomaly")
+    SceneGlue.showAnomalyMap(inputVolume, anomalyMap, 0.8)
+    statistics = SceneGlue.thresholdAnomalyMap(anomalyMap, segmentation, segmentId, 0.8)
+    return SceneGlue.ImportedResults(inputVolume, None, anomalyMap, segmentation, segmentId, statistics,
+                                     qcWarnings=["slices 6.5 mm thick"],
+                                     findingsTable=[Findings.FindingRow(1, 1.5, (10.0, 20.0, 30.0), 0.95)])

@@ -197,6 +197,17 @@ def showAnomalyMap(inputVolume: "slicer.vtkMRMLScalarVolumeNode",
             composite.SetForegroundOpacity(opacity)
 
 
+def showOverlayFloor(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode", threshold: float) -> None:
+    """Make scores below ``threshold`` transparent in the slice views, at once (display only).
+
+    While the threshold slider moves, the overlay follows it through this; the segment and the
+    statistics follow when the slider rests (:func:`thresholdAnomalyMap`, seconds on a large map).
+    """
+    display = anomalyMapNode.GetDisplayNode()
+    if display is not None:
+        display.SetLowerThreshold(float(threshold))
+
+
 def thresholdAnomalyMap(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
                         segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str,
                         threshold: float) -> AnomalyStatistics:
