@@ -320,6 +320,16 @@ def _scores_under_pixels(app, scores: np.ndarray, map_node, size: int) -> np.nda
     return sampled.reshape(size, size)[::-1]
 
 
+def _centre_red_view_on_the_finding(app, result, mask, size: int) -> None:
+    from AnomalySegModuleLib.Findings import jumpSlicesTo
+
+    slice_node = app.slice_logics[0].GetSliceNode()
+    slice_node.SetOrientation("Axial")
+    slice_node.SetDimensions(size, size, 1)
+    app.slice_logics[0].FitSliceToAll()
+    jumpSlicesTo(app.scene, _mask_centroid_ras(result.inputVolume, mask))
+
+
 def test_slice_view_shows_hot_overlay_where_the_map_is_high_and_the_input_elsewhere(imported, results, tmp_path):
     """Render the Red view's composited slice (input + anomaly map foreground) through the finding's
     centre, once with the overlay and once without: the pixels that change are exactly those whose
@@ -329,14 +339,7 @@ def test_slice_view_shows_hot_overlay_where_the_map_is_high_and_the_input_elsewh
     app, result, _ = imported
     _, files, mask = results
     size = 256
-    slice_node = app.slice_logics[0].GetSliceNode()
-    slice_node.SetOrientation("Axial")
-    slice_node.SetDimensions(size, size, 1)
-    app.slice_logics[0].FitSliceToAll()
-    from AnomalySegModuleLib.Findings import jumpSlicesTo
-
-    centre = _mask_centroid_ras(result.inputVolume, mask)
-    jumpSlicesTo(app.scene, centre)
+    _centre_red_view_on_the_finding(app, result, mask, size)
     with_overlay = render_slice_view(app, "Red", (size, size))
     write_png(with_overlay, tmp_path / "red_with_anomaly_map.png")
     composite = app.scene.GetNthNodeByClass(0, "vtkMRMLSliceCompositeNode")
@@ -362,6 +365,34 @@ def test_slice_view_shows_hot_overlay_where_the_map_is_high_and_the_input_elsewh
     assert changed[size // 2, size // 2]
     # The background is the input: bright brain where there is no overlay.
     assert without_overlay[..., :3].max() > 150 and with_overlay[~changed][..., :3].max() > 150
+
+
+def test_slice_view_draws_the_segment_in_its_colour_over_the_finding(imported, results, tmp_path):
+    """The whole slice view offscreen, segmentations included (Segmentations displayable manager in
+    an EGL render window): with the segment shown, exactly the pixels over the mask change, towards
+    the segment's orange; the view centred on the finding has the segment at its centre."""
+    from slicer_scene import render_slice_view_with_segmentations, write_png
+
+    app, result, _ = imported
+    _, files, mask = results
+    size = 256
+    _centre_red_view_on_the_finding(app, result, mask, size)
+    with_segment = render_slice_view_with_segmentations(app, "Red", (size, size))
+    write_png(with_segment, tmp_path / "red_with_segment.png")
+    display = result.segmentationNode.GetDisplayNode()
+    display.SetVisibility(False)
+    without_segment = render_slice_view_with_segmentations(app, "Red", (size, size))
+    display.SetVisibility(True)
+
+    changed = np.abs(with_segment.astype(int) - without_segment.astype(int)).max(axis=-1) > 8
+    inside = _scores_under_pixels(app, mask.astype(np.float64), result.anomalyMapNode, size) > 0.5
+    assert inside.sum() > 200 and changed[size // 2, size // 2]
+    assert not changed[~ndimage.binary_dilation(inside, iterations=2)].any()  # nothing drawn away from the mask
+    assert changed[ndimage.binary_erosion(inside, iterations=2)].all()  # the fill covers the inside
+    orange = np.array(ANOMALY_SEGMENT.color) * 255
+    before = np.linalg.norm(without_segment[changed] - orange, axis=-1)
+    after = np.linalg.norm(with_segment[changed] - orange, axis=-1)
+    assert (after < before).mean() > 0.95
 
 
 # --- findings table: read from the engine, jumped to; results kept for a reloaded scene ---
