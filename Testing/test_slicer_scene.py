@@ -589,3 +589,16 @@ def test_overlay_floor_moves_without_touching_the_segment(imported):
     assert result.anomalyMapNode.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.8)
     np.testing.assert_array_equal(
         SceneGlue.segmentMaskOnGridOf(result.inputVolume, result.segmentationNode, result.segmentId), before)
+
+
+def test_finding_records_with_vector_fields_become_rows_by_rank():
+    """Records as ``Findings.records()`` gives them (CONTRACTS.md: centroid as a sequence of 3 numbers)."""
+    from AnomalySegModuleLib.Findings import findingRowsFromRecords
+
+    records = [{"rank": 2, "volume_ml": 0.5, "centroid_ras_mm": (1.0, -2.0, 3.5), "max_score": 0.7},
+               {"rank": 1, "volume_ml": 4.0, "centroid_ras_mm": [10, 20, 30], "max_score": 0.9, "mean_score": 0.8}]
+    rows = findingRowsFromRecords(records)
+    assert [row.rank for row in rows] == [1, 2]
+    assert rows[0].centroidRas == (10.0, 20.0, 30.0) and rows[1].cells() == ("2", "0.50", "1.0, -2.0, 3.5", "0.700")
+    with pytest.raises(ValueError, match="2 numbers, not 3"):
+        findingRowsFromRecords([{"rank": 1, "volume_ml": 1, "centroid_ras_mm": [1, 2], "max_score": 1}])
