@@ -9,7 +9,7 @@ OUT ?= demo-output
 install: $(VENV)/.installed
 
 # torch first, pinned (a local CPU build here; other versions download GBs), then the engine.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml AnomalySegLib/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
