@@ -56,7 +56,7 @@ from AnomalySegModuleLib.SegmentationRun import SegmentationRun  # noqa: E402
 MODEL_FOLDERS_SETTING = "AnomalySeg/modelFolders"
 PROGRESS_POLL_MS = 200
 #: The slider re-thresholds the segment this long after it stopped moving: one re-threshold per
-#: gesture, not one per step (a 512x512x300 map takes seconds on 2 CPU cores, see docs/slicer.md).
+#: gesture, not one per step (it blocks the main thread: see BENCHMARKS.md, slicer_rethreshold).
 RETHRESHOLD_DELAY_MS = 300
 #: Reloaded with the module in developer mode, dependencies first.
 HELPER_MODULES = ("AnomalySegLib.progress", "AnomalySegModuleLib.Results", "AnomalySegModuleLib.Findings",
