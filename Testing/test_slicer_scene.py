@@ -209,8 +209,10 @@ def test_exported_volume_keeps_voxels_and_geometry(results, tmp_path):
     input_path, _, _ = results
     app = build_scene()
     input_volume = app.load_volume(input_path, "MRBrainTumor1")
-    exported = tmp_path / "exported.nii.gz"
+    exported = tmp_path / f"exported{SegmentationRun.EXPORT_SUFFIX}"
     SegmentationRun.exportVolume(input_volume, exported)
+    header = exported.read_bytes()[:1000].split(b"\n\n")[0].decode("ascii")
+    assert "encoding: raw" in header  # uncompressed: the engine reads it once, seconds later
     original, written = sitk.ReadImage(str(input_path)), sitk.ReadImage(str(exported))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(original))
     np.testing.assert_allclose(written.GetOrigin(), original.GetOrigin(), atol=1e-3)
