@@ -401,8 +401,8 @@ def test_slice_view_draws_the_segment_in_its_colour_over_the_finding(imported, r
 
 def _findings_csv_as_the_contract_describes(path: Path, image: sitk.Image, scores: np.ndarray,
                                             mask: np.ndarray) -> list[dict]:
-    """``<case>_findings.csv`` as CONTRACTS.md describes it (branch c-oppoint writes it; not on this
-    branch yet): one row per 26-connected finding, largest first, centroid in RAS mm."""
+    """``<case>_findings.csv`` as branch c-oppoint writes it (not on this branch yet): one flat row per
+    26-connected finding, largest first, centroid in RAS mm as three columns."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     rows = []
@@ -411,16 +411,19 @@ def _findings_csv_as_the_contract_describes(path: Path, image: sitk.Image, score
         k, j, i = np.argwhere(component).mean(axis=0)
         lps = image.TransformContinuousIndexToPhysicalPoint((float(i), float(j), float(k)))
         ks = np.nonzero(component.any(axis=(1, 2)))[0]
-        rows.append({"volume_ml": component.sum() * voxel_ml, "centroid_ras_mm": (-lps[0], -lps[1], lps[2]),
-                     "extent_mm": "0 0 0", "max_score": float(scores[component].max()),
-                     "mean_score": float(scores[component].mean()), "slice_range": f"{ks.min()}-{ks.max()}"})
+        rows.append({"volume_ml": component.sum() * voxel_ml, "centroid_r_mm": -lps[0], "centroid_a_mm": -lps[1],
+                     "centroid_s_mm": lps[2], "extent_r_mm": 0.0, "extent_a_mm": 0.0, "extent_s_mm": 0.0,
+                     "max_score": float(scores[component].max()), "mean_score": float(scores[component].mean()),
+                     "first_slice": int(ks.min()), "last_slice": int(ks.max())})
     rows.sort(key=lambda row: -row["volume_ml"])
+    records = [{"rank": rank, **row} for rank, row in enumerate(rows, start=1)]
     with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["rank", *rows[0]])
+        writer = csv.DictWriter(stream, fieldnames=list(records[0]))
         writer.writeheader()
-        for rank, row in enumerate(rows, start=1):
-            writer.writerow({"rank": rank, **row, "centroid_ras_mm": " ".join(f"{v:.3f}" for v in row["centroid_ras_mm"])})
-    return [{"rank": rank, **row} for rank, row in enumerate(rows, start=1)]
+        writer.writerows(records)
+    for record in records:
+        record["centroid_ras_mm"] = (record["centroid_r_mm"], record["centroid_a_mm"], record["centroid_s_mm"])
+    return records
 
 
 def test_findings_csv_is_read_into_rows_and_a_click_centres_every_slice_view(imported, results, tmp_path):
@@ -449,7 +452,7 @@ def test_findings_csv_is_read_into_rows_and_a_click_centres_every_slice_view(imp
 
     broken = tmp_path / "broken_findings.csv"
     broken.write_text("rank,volume_ml\n1,2.0\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"broken_findings\.csv.*centroid_ras_mm"):
+    with pytest.raises(ValueError, match=r"broken_findings\.csv.*centroid_r_mm"):
         readFindingsCsv(broken)
 
 
@@ -593,14 +596,16 @@ def test_overlay_floor_moves_without_touching_the_segment(imported):
         SceneGlue.segmentMaskOnGridOf(result.inputVolume, result.segmentationNode, result.segmentId), before)
 
 
-def test_finding_records_with_vector_fields_become_rows_by_rank():
-    """Records as ``Findings.records()`` gives them (CONTRACTS.md: centroid as a sequence of 3 numbers)."""
+def test_finding_records_become_rows_by_rank():
+    """Records as ``Findings.records()`` gives them (flat rows, branch c-oppoint)."""
     from AnomalySegModuleLib.Findings import findingRowsFromRecords
 
-    records = [{"rank": 2, "volume_ml": 0.5, "centroid_ras_mm": (1.0, -2.0, 3.5), "max_score": 0.7},
-               {"rank": 1, "volume_ml": 4.0, "centroid_ras_mm": [10, 20, 30], "max_score": 0.9, "mean_score": 0.8}]
+    records = [{"rank": 2, "volume_ml": 0.5, "centroid_r_mm": 1.0, "centroid_a_mm": -2.0, "centroid_s_mm": 3.5,
+                "max_score": 0.7},
+               {"rank": 1, "volume_ml": 4.0, "centroid_r_mm": 10, "centroid_a_mm": 20, "centroid_s_mm": 30,
+                "max_score": 0.9, "mean_score": 0.8}]
     rows = findingRowsFromRecords(records)
     assert [row.rank for row in rows] == [1, 2]
     assert rows[0].centroidRas == (10.0, 20.0, 30.0) and rows[1].cells() == ("2", "0.50", "1.0, -2.0, 3.5", "0.700")
-    with pytest.raises(ValueError, match="2 numbers, not 3"):
-        findingRowsFromRecords([{"rank": 1, "volume_ml": 1, "centroid_ras_mm": [1, 2], "max_score": 1}])
+    with pytest.raises(ValueError, match="not a number"):
+        findingRowsFromRecords([{**records[0], "centroid_s_mm": "n/a"}])

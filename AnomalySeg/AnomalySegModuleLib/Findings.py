@@ -1,9 +1,10 @@
 """The findings table of one case in the module: read from the engine, shown as rows, jumped to.
 
 The engine writes the table (``<case>_findings.csv``, path reported as ``findings_csv`` in the
-``case_done`` progress event; columns named after ``AnomalySegLib.reporting.findings.Finding``:
-``rank``, ``volume_ml``, ``centroid_ras_mm``, ``extent_mm``, ``max_score``, ``mean_score``,
-``slice_range``). After the slider re-thresholds, the table is recomputed by the engine's own code
+``case_done`` progress event), one flat row per finding with the columns of
+``AnomalySegLib.reporting.findings.FINDINGS_COLUMNS`` (``rank``, ``volume_ml``, ``centroid_r_mm``,
+``centroid_a_mm``, ``centroid_s_mm``, ``extent_*_mm``, ``max_score``, ``mean_score``, ``first_slice``,
+``last_slice``); the module reads the ones it shows. After the slider re-thresholds, the table is recomputed by the engine's own code
 from the new mask (:func:`SceneGlue.anomalyStatistics`). MRML only, no Qt: the jump works on the
 slice nodes of any scene, inside Slicer and under ``slicer-core``.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,8 @@ import slicer
 #: Columns the module shows, in order: (header, key of :class:`FindingRow`).
 TABLE_COLUMNS = (("#", "rank"), ("Volume (ml)", "volumeMl"), ("Centre R, A, S (mm)", "centroidRas"),
                  ("Max score", "maxScore"))
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+#: The engine's columns of the centre of a finding, R, A, S (mm).
+CENTROID_COLUMNS = ("centroid_r_mm", "centroid_a_mm", "centroid_s_mm")
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,7 @@ class FindingRow:
 
 
 def findingRowsFromRecords(records: Sequence[Mapping[str, object]]) -> list[FindingRow]:
-    """Rows from the engine's finding records (``Findings.records()`` or the rows of the CSV), by rank.
-
-    A vector field (``centroid_ras_mm``) may be a sequence of three numbers or text holding three
-    numbers (``"12.5 -3 40"``, ``"[12.5, -3.0, 40.0]"``: whatever the CSV writer made of it).
+    """Rows from the engine's flat finding records (``Findings.records()`` or the rows of the CSV), by rank.
 
     Raises:
         ValueError: a record lacks a column or holds a value that is not a number, naming both.
@@ -52,14 +50,13 @@ def findingRowsFromRecords(records: Sequence[Mapping[str, object]]) -> list[Find
     rows = []
     for record in records:
         try:
-            centroid = _vector(record["centroid_ras_mm"])
-            if len(centroid) != 3:
-                raise ValueError(f"centroid_ras_mm has {len(centroid)} numbers, not 3")
+            r, a, s = (float(record[column]) for column in CENTROID_COLUMNS)
             rows.append(FindingRow(rank=int(float(record["rank"])), volumeMl=float(record["volume_ml"]),
-                                   centroidRas=(centroid[0], centroid[1], centroid[2]),
-                                   maxScore=float(record["max_score"])))
+                                   centroidRas=(r, a, s), maxScore=float(record["max_score"])))
         except KeyError as missing:
             raise ValueError(f"finding record without column {missing}: {dict(record)}") from None
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"finding record with a value that is not a number ({error}): {dict(record)}") from None
     return sorted(rows, key=lambda row: row.rank)
 
 
@@ -91,9 +88,3 @@ def jumpSlicesTo(scene: "slicer.vtkMRMLScene", ras: Sequence[float]) -> int:
     for index in range(count):
         scene.GetNthNodeByClass(index, "vtkMRMLSliceNode").JumpSliceByCentering(r, a, s)
     return count
-
-
-def _vector(value: object) -> list[float]:
-    if isinstance(value, str):
-        return [float(text) for text in _NUMBER.findall(value)]
-    return [float(item) for item in value]  # type: ignore[union-attr]
