@@ -9,7 +9,7 @@ OUT ?= demo-output
 install: $(VENV)/.installed
 
 # torch first, pinned (a local CPU build here; other versions download GBs), then the engine.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml AnomalySegLib/requirements.txt
 	@echo "[1/4] Creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	@echo "[2/4] Upgrading pip"

@@ -6,9 +6,9 @@ freezes; its results are imported into the scene by ``AnomalySegModuleLib.SceneG
 """
 
 # No "from __future__ import annotations": parameterNodeWrapper reads the annotations as types.
+import enum
 import importlib
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -46,25 +46,36 @@ _makeEngineImportable()
 
 from AnomalySegLib.progress import ProgressEvent  # noqa: E402
 from AnomalySegLib.resources import resources_dir  # noqa: E402
-from AnomalySegModuleLib import SceneGlue  # noqa: E402
+from AnomalySegModuleLib import Findings, Models, SceneGlue  # noqa: E402
 from AnomalySegModuleLib.Dependencies import installRequirements, missingRequirements  # noqa: E402
 from AnomalySegModuleLib.InferenceProcess import InferenceProcess, engineEnvironment  # noqa: E402
 from AnomalySegModuleLib.SegmentationRun import SegmentationRun  # noqa: E402
 
-#: (label, value of ``--device``)
-DEVICE_CHOICES = (("Auto (GPU if available)", "auto"), ("GPU (CUDA)", "cuda"), ("GPU (Apple MPS)", "mps"),
-                  ("CPU", "cpu"))
-#: (label, value of ``--threshold``): presets stored with each model bundle.
-THRESHOLD_PRESETS = (("Calibrated (validation set)", "val"), ("Specific: 1 % false positives", "fpr1"),
-                     ("Balanced: 5 % false positives", "fpr5"), ("Sensitive: 10 % false positives", "fpr10"))
-SETTINGS_PREFIX = "AnomalySeg/"
-#: Options kept in the parameter node and, across sessions, in the application settings.
-OPTION_DEFAULTS = {"model": "", "device": "auto", "thresholdPreset": "val", "outputFolder": ""}
+#: Application settings key of the model folders the user added. A user-level preference, not a
+#: scene parameter: the folders are on this computer's disk and are offered in every scene.
+MODEL_FOLDERS_SETTING = "AnomalySeg/modelFolders"
 PROGRESS_POLL_MS = 200
+#: The slider re-thresholds the segment this long after it stopped moving: one re-threshold per
+#: gesture, not one per step (it blocks the main thread: see BENCHMARKS.md, slicer_rethreshold).
+RETHRESHOLD_DELAY_MS = 300
 #: Reloaded with the module in developer mode, dependencies first.
-HELPER_MODULES = ("AnomalySegLib.progress", "AnomalySegModuleLib.Results", "AnomalySegModuleLib.Dependencies",
+HELPER_MODULES = ("AnomalySegLib.progress", "AnomalySegModuleLib.Results", "AnomalySegModuleLib.Findings",
+                  "AnomalySegModuleLib.Models", "AnomalySegModuleLib.Dependencies",
                   "AnomalySegModuleLib.InferenceProcess", "AnomalySegModuleLib.SceneGlue",
                   "AnomalySegModuleLib.SegmentationRun")
+
+
+class Device(enum.Enum):
+    """Values of ``--device``; the combo box shows :meth:`label` (parameterNodeWrapper's enum connector)."""
+
+    AUTO = "auto"
+    CUDA = "cuda"
+    MPS = "mps"
+    CPU = "cpu"
+
+    def label(self) -> str:
+        return {Device.AUTO: _("Auto (GPU if available)"), Device.CUDA: _("GPU (CUDA)"),
+                Device.MPS: _("GPU (Apple MPS)"), Device.CPU: _("CPU")}[self]
 
 
 #
@@ -85,7 +96,7 @@ class AnomalySeg(ScriptedLoadableModule):
             "Finds and outlines abnormal tissue (tumours, stroke lesions, MS lesions) in a T1-weighted brain "
             "MRI. A diffusion model trained on healthy brains reconstructs a pseudo-healthy image; a U-Net "
             "delineates what differs. Results: the reconstruction, an anomaly map shown over the input, and "
-            "a segmentation with its volume. Not for clinical use. "
+            "a segmentation with its volume and a table of findings. Not for clinical use. "
             '<a href="https://github.com/anomalyseg/AnomalySeg">Documentation</a>.')
         self.parent.acknowledgementText = _(
             "Method: Behrendt, Bhattacharya, Maack, Krüger, Opfer, Schlaefer. Combining Reconstruction-based "
@@ -106,24 +117,28 @@ class AnomalySeg(ScriptedLoadableModule):
 class AnomalySegParameterNode:
     """Inputs, options and the last results of the module (saved with the scene).
 
-    inputVolume - the brain MRI to analyse.
-    brainMask - optional brain mask, a volume or a segmentation.
-    model, device, thresholdPreset - values of ``--model``, ``--device``, ``--threshold``.
-    importReconstruction, showIn3D, outputFolder - output choices.
-    anomalyMap, anomalySegmentation, threshold - the last results, for re-thresholding.
+    inputVolume, brainMask, device, importReconstruction, showIn3D - bound to their widgets
+        (``SlicerParameterName`` in the .ui).
+    model - bundle folder ("" = the engine's default); thresholdPreset - a preset of that bundle;
+        outputFolder - "" = temporary files. Their widgets' items depend on the bundle and the
+        user's folders, so the widget keeps these three in step itself.
+    anomalyMap, anomalySegmentation, segmentId, threshold, qcWarnings - the last results, so that a
+        reloaded scene can still be re-thresholded and shows its warnings.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     brainMask: Union[vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode]
-    model: str = OPTION_DEFAULTS["model"]
-    device: str = OPTION_DEFAULTS["device"]
-    thresholdPreset: str = OPTION_DEFAULTS["thresholdPreset"]
+    model: str = ""
+    device: Device = Device.AUTO
+    thresholdPreset: str = "val"
     importReconstruction: bool = True
     showIn3D: bool = False
-    outputFolder: str = OPTION_DEFAULTS["outputFolder"]
+    outputFolder: str = ""
     anomalyMap: vtkMRMLScalarVolumeNode
     anomalySegmentation: vtkMRMLSegmentationNode
+    segmentId: str = ""
     threshold: float = 0.0
+    qcWarnings: list[str]
 
 
 #
@@ -132,15 +147,21 @@ class AnomalySegParameterNode:
 
 
 class AnomalySegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel: inputs, options, Apply/Cancel, progress, log and results."""
+    """The module panel: inputs, options, Apply/Cancel, progress, log, results and findings.
 
-    def __init__(self, parent=None) -> None:
+    Args:
+        logic: the logic to drive (default: a new interactive :class:`AnomalySegLogic`); a test
+            passes a fake one (see ``AnomalySegTest.test_WidgetWithFakeLogic``).
+    """
+
+    def __init__(self, parent=None, logic=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic: Optional[AnomalySegLogic] = None
+        self.logic = logic
         self._parameterNode: Optional[AnomalySegParameterNode] = None
         self._parameterNodeGuiTag = None
         self._results: Optional[SceneGlue.ImportedResults] = None
+        self._rethresholdTimer: Optional[qt.QTimer] = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -149,29 +170,35 @@ class AnomalySegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        self.logic = AnomalySegLogic(interactive=True)
-        for label, value in DEVICE_CHOICES:
-            self.ui.deviceComboBox.addItem(label, value)
-        for label, value in THRESHOLD_PRESETS:
-            self.ui.thresholdPresetComboBox.addItem(label, value)
+        if self.logic is None:
+            self.logic = AnomalySegLogic(interactive=True)
         self._populateModels()
         self.ui.progressBar.hide()
+        self.ui.warningsLabel.hide()
+        self.ui.findingsTable.setColumnCount(len(Findings.TABLE_COLUMNS))
+        self.ui.findingsTable.setHorizontalHeaderLabels([_(header) for header, _key in Findings.TABLE_COLUMNS])
+        self._rethresholdTimer = qt.QTimer()
+        self._rethresholdTimer.setSingleShot(True)
+        self._rethresholdTimer.setInterval(RETHRESHOLD_DELAY_MS)
+        self._rethresholdTimer.connect("timeout()", self._rethreshold)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.addModelFolderButton.connect("clicked(bool)", self.onAddModelFolder)
-        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onOptionsChanged)
-        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onOptionsChanged)
-        self.ui.thresholdPresetComboBox.connect("currentIndexChanged(int)", self.onOptionsChanged)
-        self.ui.outputFolderSelector.connect("currentPathChanged(QString)", self.onOptionsChanged)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.thresholdPresetComboBox.connect("currentIndexChanged(int)", self.onPresetChanged)
+        self.ui.outputFolderSelector.connect("currentPathChanged(QString)", self.onOutputFolderChanged)
         self.ui.sensitivitySlider.connect("valueChanged(double)", self.onSensitivityChanged)
+        self.ui.findingsTable.connect("cellClicked(int,int)", self.onFindingClicked)
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         if self.logic:
             self.logic.cancel()
+        if self._rethresholdTimer:
+            self._rethresholdTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -206,54 +233,73 @@ class AnomalySegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode: Optional[AnomalySegParameterNode]) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateApplyButton)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._restoreOptions()
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateApplyButton)
+            self._showUnboundOptions()
+            if self._results is None:  # a scene loaded with results: re-threshold them from the stored nodes
+                try:
+                    self._results = self.logic.resultsFromParameterNode(self._parameterNode)
+                except ValueError as error:  # the scene lost a node or segment since
+                    self._log(_("The results stored in this scene cannot be re-thresholded: ") + str(error))
+                self._showResults(self._results)
             self._updateApplyButton()
 
-    # --- options (parameter node + persistent settings) ---
+    # --- options the parameter node cannot bind (items depend on the bundle and the user's folders) ---
 
     def _populateModels(self) -> None:
-        self.ui.modelComboBox.clear()
-        self.ui.modelComboBox.addItem(_("Engine default"), "")
+        combo = self.ui.modelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(_("Engine default"), "")
         for folder in self.logic.modelFolders():
-            self.ui.modelComboBox.addItem(folder.name, str(folder))
-            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, str(folder), qt.Qt.ToolTipRole)
+            combo.addItem(folder.name, str(folder))
+            combo.setItemData(combo.count - 1, str(folder), qt.Qt.ToolTipRole)
+        combo.blockSignals(wasBlocked)
 
-    def _restoreOptions(self) -> None:
-        """Show the parameter node's options; those still at their defaults come from the saved settings."""
+    def _populatePresets(self) -> None:
+        """The preset list of the selected bundle; a preset it lacks falls back to its first one."""
+        combo, node = self.ui.thresholdPresetComboBox, self._parameterNode
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        try:
+            presets = Models.presetThresholds(node.model)
+        except ValueError as error:
+            presets = {}
+            self._log(str(error))
+        for name, value in presets.items():
+            combo.addItem(Models.presetLabel(name, value), name)
+        combo.blockSignals(wasBlocked)
+        if presets and node.thresholdPreset not in presets:
+            node.thresholdPreset = next(iter(presets))
+        _selectData(combo, node.thresholdPreset)
+
+    def _showUnboundOptions(self) -> None:
         node = self._parameterNode
-        settings = qt.QSettings()
-        for name, default in OPTION_DEFAULTS.items():
-            saved = settings.value(SETTINGS_PREFIX + name)
-            if saved is not None and getattr(node, name) == default:
-                setattr(node, name, str(saved))
-        widgets = (self.ui.modelComboBox, self.ui.deviceComboBox, self.ui.thresholdPresetComboBox,
-                   self.ui.outputFolderSelector)
-        wasBlocked = [widget.blockSignals(True) for widget in widgets]  # showing values is not changing them
+        wasBlocked = [w.blockSignals(True) for w in (self.ui.modelComboBox, self.ui.outputFolderSelector)]
+        if self.ui.modelComboBox.findData(node.model) < 0 and node.model:  # a folder from another computer
+            self.ui.modelComboBox.addItem(Path(node.model).name, node.model)
         _selectData(self.ui.modelComboBox, node.model)
-        _selectData(self.ui.deviceComboBox, node.device)
-        _selectData(self.ui.thresholdPresetComboBox, node.thresholdPreset)
         self.ui.outputFolderSelector.currentPath = node.outputFolder
-        for widget, blocked in zip(widgets, wasBlocked):
-            widget.blockSignals(blocked)
+        self.ui.modelComboBox.blockSignals(wasBlocked[0])
+        self.ui.outputFolderSelector.blockSignals(wasBlocked[1])
+        self._populatePresets()
 
-    def onOptionsChanged(self, *_args) -> None:
-        if not self._parameterNode:
-            return
-        values = {
-            "model": self.ui.modelComboBox.currentData or "",
-            "device": self.ui.deviceComboBox.currentData or "auto",
-            "thresholdPreset": self.ui.thresholdPresetComboBox.currentData or "val",
-            "outputFolder": self.ui.outputFolderSelector.currentPath,
-        }
-        settings = qt.QSettings()
-        for name, value in values.items():
-            setattr(self._parameterNode, name, value)
-            settings.setValue(SETTINGS_PREFIX + name, value)
+    def onModelChanged(self, *_args) -> None:
+        if self._parameterNode:
+            self._parameterNode.model = self.ui.modelComboBox.currentData or ""
+            self._populatePresets()
+
+    def onPresetChanged(self, *_args) -> None:
+        if self._parameterNode and self.ui.thresholdPresetComboBox.currentData:
+            self._parameterNode.thresholdPreset = self.ui.thresholdPresetComboBox.currentData
+
+    def onOutputFolderChanged(self, path: str) -> None:
+        if self._parameterNode:
+            self._parameterNode.outputFolder = path
 
     def onAddModelFolder(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Model bundle folder"))
@@ -290,7 +336,7 @@ class AnomalySegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.show()
         with slicer.util.tryWithErrorDisplay(_("AnomalySeg could not start."), waitCursor=True):
             self.logic.process(
-                node.inputVolume, brainMask=node.brainMask, model=node.model or None, device=node.device,
+                node.inputVolume, brainMask=node.brainMask, model=node.model or None, device=node.device.value,
                 threshold=node.thresholdPreset, importReconstruction=node.importReconstruction,
                 showIn3D=node.showIn3D, outputFolder=node.outputFolder or None, waitForCompletion=False,
                 onProgress=self._onProgress, onLog=self._log, onFinished=self._onFinished)
@@ -319,16 +365,18 @@ class AnomalySegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.errorDisplay(_("AnomalySeg failed: ") + errorMessage)
             return
         self._results = results
-        self._parameterNode.anomalyMap = results.anomalyMapNode
-        self._parameterNode.anomalySegmentation = results.segmentationNode
-        self._parameterNode.threshold = results.statistics.threshold
+        self.logic.storeResults(self._parameterNode, results)
         self._showResults(results)
+
+    # --- results ---
 
     def _showResults(self, results: Optional[SceneGlue.ImportedResults]) -> None:
         slider = self.ui.sensitivitySlider
         if results is None:
             slider.enabled = False
             self.ui.resultsLabel.text = _("No results yet.")
+            self.ui.warningsLabel.hide()
+            self.ui.findingsTable.setRowCount(0)
             return
         high = float(results.anomalyMapNode.GetImageData().GetScalarRange()[1])
         wasBlocked = slider.blockSignals(True)
@@ -336,19 +384,44 @@ class AnomalySegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slider.value = results.statistics.threshold
         slider.blockSignals(wasBlocked)
         slider.enabled = True
-        self._showStatistics(results.statistics)
+        self.ui.warningsLabel.text = "\n".join(_("Warning: ") + warning for warning in results.qcWarnings)
+        self.ui.warningsLabel.visible = bool(results.qcWarnings)
+        self._showStatistics(results)
 
-    def _showStatistics(self, statistics: SceneGlue.AnomalyStatistics) -> None:
+    def _showStatistics(self, results: SceneGlue.ImportedResults) -> None:
+        statistics = results.statistics
         text = _("Anomaly volume: {volume:.2f} ml in {count} finding(s) (score > {threshold:.3f})")
         self.ui.resultsLabel.text = text.format(volume=statistics.volumeMl, count=statistics.findings,
                                                 threshold=statistics.threshold)
+        table = self.ui.findingsTable
+        rows = results.currentFindings
+        table.setRowCount(len(rows))
+        for rowIndex, row in enumerate(rows):
+            for column, text in enumerate(row.cells()):
+                item = qt.QTableWidgetItem(text)
+                item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
+                table.setItem(rowIndex, column, item)
 
     def onSensitivityChanged(self, value: float) -> None:
+        """The overlay follows the slider at once; the segment, statistics and findings are
+        re-thresholded once it rests (see :data:`RETHRESHOLD_DELAY_MS`)."""
+        if self._results is not None and not self.logic.isRunning():
+            SceneGlue.showOverlayFloor(self._results.anomalyMapNode, value)
+            self._rethresholdTimer.start()  # restarts while the slider moves
+
+    def _rethreshold(self) -> None:
         if self._results is None or self.logic.isRunning():
             return
-        statistics = self.logic.rethreshold(self._results, value)
-        self._parameterNode.threshold = value
-        self._showStatistics(statistics)
+        value = float(self.ui.sensitivitySlider.value)
+        with slicer.util.tryWithErrorDisplay(_("Re-thresholding failed."), waitCursor=True):
+            self.logic.rethreshold(self._results, value)
+            self._parameterNode.threshold = value
+            self._showStatistics(self._results)
+
+    def onFindingClicked(self, row: int, _column: int) -> None:
+        findings = self._results.currentFindings if self._results else []
+        if 0 <= row < len(findings):
+            Findings.jumpSlicesTo(slicer.mrmlScene, findings[row].centroidRas)
 
 
 def _selectData(comboBox, value: str) -> None:
@@ -396,19 +469,16 @@ class AnomalySegLogic(ScriptedLoadableModuleLogic):
 
     def modelFolders(self) -> list[Path]:
         """Model bundles shipped in ``Resources/Models`` and the folders the user added."""
-        bundled = resources_dir() / "Models"
-        folders = sorted(p for p in bundled.iterdir() if p.is_dir()) if bundled.is_dir() else []
-        added = qt.QSettings().value(SETTINGS_PREFIX + "modelFolders") or ""
-        folders += [Path(p) for p in str(added).split(os.pathsep) if p and Path(p).is_dir()]
-        return folders
+        added = Models.splitFolders(qt.QSettings().value(MODEL_FOLDERS_SETTING) or "")
+        return Models.bundledModelFolders() + [folder for folder in added if folder not in Models.bundledModelFolders()]
 
     def addModelFolder(self, folder: Path) -> None:
-        """Remember ``folder`` (a model bundle) in the application settings."""
+        """Remember ``folder`` (a model bundle) in the application settings (a user preference)."""
         settings = qt.QSettings()
-        known = [p for p in str(settings.value(SETTINGS_PREFIX + "modelFolders") or "").split(os.pathsep) if p]
-        if str(folder) not in known:
-            known.append(str(folder))
-        settings.setValue(SETTINGS_PREFIX + "modelFolders", os.pathsep.join(known))
+        known = Models.splitFolders(settings.value(MODEL_FOLDERS_SETTING) or "")
+        if folder not in known:
+            known.append(folder)
+        settings.setValue(MODEL_FOLDERS_SETTING, Models.joinFolders(known))
 
     # --- dependencies ---
 
@@ -485,11 +555,30 @@ class AnomalySegLogic(ScriptedLoadableModuleLogic):
         return None
 
     def rethreshold(self, results: SceneGlue.ImportedResults, threshold: float) -> SceneGlue.AnomalyStatistics:
-        """Re-threshold the stored anomaly map (no network run); returns the new statistics."""
+        """Re-threshold the stored anomaly map with the engine's rule (no network run); returns the new
+        statistics (also stored in ``results.statistics``)."""
         statistics = SceneGlue.thresholdAnomalyMap(results.anomalyMapNode, results.segmentationNode,
                                                    results.segmentId, threshold)
         results.statistics = statistics
         return statistics
+
+    @staticmethod
+    def storeResults(parameterNode: AnomalySegParameterNode, results: SceneGlue.ImportedResults) -> None:
+        """Keep what re-thresholding needs in the parameter node (saved with the scene)."""
+        parameterNode.anomalyMap = results.anomalyMapNode
+        parameterNode.anomalySegmentation = results.segmentationNode
+        parameterNode.segmentId = results.segmentId
+        parameterNode.threshold = results.statistics.threshold
+        parameterNode.qcWarnings = list(results.qcWarnings)
+
+    @staticmethod
+    def resultsFromParameterNode(parameterNode: AnomalySegParameterNode) -> Optional[SceneGlue.ImportedResults]:
+        """The results a saved scene holds (see :meth:`storeResults`), or ``None`` if it holds none."""
+        node = parameterNode
+        if not (node.inputVolume and node.anomalyMap and node.anomalySegmentation and node.segmentId):
+            return None
+        return SceneGlue.resultsFromNodes(node.inputVolume, node.anomalyMap, node.anomalySegmentation,
+                                          node.segmentId, node.threshold, qcWarnings=list(node.qcWarnings))
 
     def _onTimer(self) -> None:
         if self._run.poll():
@@ -523,6 +612,8 @@ class AnomalySegTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_WidgetWithFakeLogic()
+        self.setUp()
         self.test_MRBrainTumor1()
         self.setUp()
         self.test_Cancel()
@@ -532,6 +623,54 @@ class AnomalySegTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Loading MRBrainTumor1 (Slicer sample data)")
         return SampleData.downloadSample("MRBrainTumor1")
+
+    def test_WidgetWithFakeLogic(self):
+        """The panel against a fake logic (no engine run): options reach process() through the
+        parameter node; results show their warnings and findings; a click on a finding centres
+        the slice views; the slider moves the overlay at once and re-thresholds when it rests."""
+        inputVolume = self._tumourVolume()
+        logic = _FakeLogic()
+        widget = AnomalySegWidget(logic=logic)
+        widget.setup()
+        widget.ui.inputSelector.setCurrentNode(inputVolume)
+        widget.ui.deviceComboBox.currentIndex = list(Device).index(Device.CPU)
+        parameterNode = logic.getParameterNode()
+        self.assertEqual(parameterNode.device, Device.CPU)
+        self.assertGreater(widget.ui.thresholdPresetComboBox.count, 0)  # the default bundle's presets
+
+        widget.ui.applyButton.click()
+        self.assertEqual(len(logic.calls), 1)
+        volume, options = logic.calls[0]
+        self.assertIs(volume, inputVolume)
+        self.assertEqual(options["device"], "cpu")
+        self.assertEqual(options["threshold"], parameterNode.thresholdPreset)
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+
+        results = _fakeResults(inputVolume)
+        logic.running = False
+        widget._onFinished(results, "")
+        self.assertEqual(widget.ui.applyButton.text, "Apply")
+        self.assertTrue(widget.ui.warningsLabel.visible)
+        self.assertIn("slices 6.5 mm thick", widget.ui.warningsLabel.text)
+        self.assertEqual(widget.ui.findingsTable.rowCount, len(results.currentFindings))
+        self.assertEqual(parameterNode.anomalyMap, results.anomalyMapNode)
+        self.assertEqual(list(parameterNode.qcWarnings), results.qcWarnings)
+
+        widget.onFindingClicked(0, 0)
+        sliceToRas = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS() \
+            if slicer.app.layoutManager() else None
+        if sliceToRas is not None:
+            centre = results.currentFindings[0].centroidRas
+            for row in range(3):
+                self.assertAlmostEqual(sliceToRas.GetElement(row, 3), centre[row], places=3)
+
+        widget.ui.sensitivitySlider.value = 0.5
+        self.assertAlmostEqual(results.anomalyMapNode.GetDisplayNode().GetLowerThreshold(), 0.5)
+        self.assertEqual(logic.rethresholds, [])  # not before the slider rests
+        widget._rethreshold()
+        self.assertEqual(logic.rethresholds, [0.5])
+        widget.cleanup()
+        self.delayDisplay("Widget against a fake logic: options, warnings, findings, jump and slider")
 
     def test_MRBrainTumor1(self):
         inputVolume = self._tumourVolume()
@@ -579,3 +718,51 @@ class AnomalySegTest(ScriptedLoadableModuleTest):
         self.assertEqual(finished, [(None, "")])
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
         self.delayDisplay("Cancel stops the engine and imports nothing")
+
+
+class _FakeLogic:
+    """Stands in for :class:`AnomalySegLogic` in the widget test: records calls, runs no engine."""
+
+    def __init__(self) -> None:
+        self.calls = []
+        self.rethresholds = []
+        self.running = False
+        self._real = AnomalySegLogic()
+
+    def getParameterNode(self):
+        return self._real.getParameterNode()
+
+    def modelFolders(self):
+        return Models.bundledModelFolders()
+
+    def isRunning(self):
+        return self.running
+
+    def cancel(self):
+        self.running = False
+
+    def process(self, inputVolume, **options):
+        self.calls.append((inputVolume, options))
+        self.running = True
+
+    def rethreshold(self, results, threshold):
+        self.rethresholds.append(threshold)
+        return results.statistics
+
+    storeResults = staticmethod(AnomalySegLogic.storeResults)
+    resultsFromParameterNode = staticmethod(AnomalySegLogic.resultsFromParameterNode)
+
+
+def _fakeResults(inputVolume) -> SceneGlue.ImportedResults:
+    """Results on ``inputVolume`` without an engine run: its intensities scaled to 0-1 as the anomaly map."""
+    anomalyMap = slicer.modules.volumes.logic().CloneVolume(slicer.mrmlScene, inputVolume, "fake anomaly map")
+    scores = slicer.util.arrayFromVolume(anomalyMap).astype("float32")
+    slicer.util.updateVolumeFromArray(anomalyMap, scores / max(float(scores.max()), 1.0))
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fake anomaly")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+    segmentId = segmentation.GetSegmentation().AddEmptySegment("Anomaly")
+    SceneGlue.showAnomalyMap(inputVolume, anomalyMap, 0.8)
+    statistics = SceneGlue.thresholdAnomalyMap(anomalyMap, segmentation, segmentId, 0.8)
+    return SceneGlue.ImportedResults(inputVolume, None, anomalyMap, segmentation, segmentId, statistics,
+                                     qcWarnings=["slices 6.5 mm thick"],
+                                     findingsTable=[Findings.FindingRow(1, 1.5, (10.0, 20.0, 30.0), 0.95)])

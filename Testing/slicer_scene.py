@@ -83,3 +83,91 @@ def build_scene() -> SlicerScene:
 
     return SlicerScene(scene, app_logic, color_logic, volumes_logic, segmentations_logic, subject_hierarchy_logic,
                        slice_logics)
+
+
+def render_slice_view(app: SlicerScene, layout_name: str = "Red", size: tuple[int, int] = (256, 256)):
+    """The composited slice of one view as Slicer blends it, as an RGBA array ``[y, x, 4]`` (row 0 at the top).
+
+    The slice logic's pipeline reslices the background and foreground volumes of the view's slice
+    composite node and blends them with the display nodes' colour tables, window/level, threshold
+    transparency and the foreground opacity (DESIGN.md §5). Segmentations are drawn by displayable
+    managers in a render window, which this does not include.
+    """
+    import numpy as np
+    from vtk.util import numpy_support
+
+    slice_logic = next(logic for logic in app.slice_logics if logic.GetSliceNode().GetLayoutName() == layout_name)
+    producer = slice_logic.GetImageDataConnection().GetProducer()
+    producer.Update()
+    image = producer.GetOutputDataObject(0)
+    width, height, _ = image.GetDimensions()
+    if (width, height) != tuple(size):
+        raise RuntimeError(f"slice view {layout_name} is {width}x{height}, not {size}")
+    rgba = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
+    return np.ascontiguousarray(rgba[::-1])  # VTK's row 0 is the bottom
+
+
+def write_png(rgba, path: Path) -> None:
+    """Write an RGBA array ``[y, x, 4]`` (row 0 at the top) as a PNG with VTK."""
+    import numpy as np
+    import vtk
+    from vtk.util import numpy_support
+
+    height, width, components = rgba.shape
+    image = vtk.vtkImageData()
+    image.SetDimensions(width, height, 1)
+    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(rgba[::-1]).reshape(-1, components), deep=True)
+    image.GetPointData().SetScalars(scalars)
+    writer = vtk.vtkPNGWriter()
+    writer.SetFileName(str(path))
+    writer.SetInputData(image)
+    writer.Write()
+
+
+def render_slice_view_with_segmentations(app: SlicerScene, layout_name: str = "Red",
+                                         size: tuple[int, int] = (256, 256)):
+    """The slice view as Slicer draws it, segmentations included, as an RGB array ``[y, x, 3]`` (row 0 at the top).
+
+    An offscreen render window (VTK's EGL window: no X server needed) shows the composited slice of
+    :func:`render_slice_view` as an image actor, one screen pixel per slice pixel, and the Segmentations
+    2D displayable manager draws every visible segment (fill and outline) over it, as in the slice
+    views of the Slicer application.
+    """
+    import numpy as np
+    import vtk
+    from vtk.util import numpy_support
+
+    width, height = size
+    slice_logic = next(logic for logic in app.slice_logics if logic.GetSliceNode().GetLayoutName() == layout_name)
+    window = vtk.vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetSize(width, height)
+    renderer = vtk.vtkRenderer()
+    window.AddRenderer(renderer)
+    interactor = vtk.vtkRenderWindowInteractor()  # displayable managers need one (they crash without)
+    interactor.SetRenderWindow(window)
+    actor = vtk.vtkImageActor()
+    actor.GetMapper().SetInputConnection(slice_logic.GetImageDataConnection())
+    renderer.AddActor(actor)
+    factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+    factory.SetMRMLApplicationLogic(app.app_logic)
+    if not factory.IsDisplayableManagerRegistered("vtkMRMLSegmentationsDisplayableManager2D"):
+        factory.RegisterDisplayableManager("vtkMRMLSegmentationsDisplayableManager2D")
+    managers = factory.InstantiateDisplayableManagers(renderer)
+    managers.SetMRMLDisplayableNode(slice_logic.GetSliceNode())
+    camera = renderer.GetActiveCamera()  # slice XY coordinates = screen pixels, as in a Slicer slice view
+    camera.ParallelProjectionOn()
+    camera.SetFocalPoint((width - 1) / 2, (height - 1) / 2, 0.0)
+    camera.SetPosition((width - 1) / 2, (height - 1) / 2, 1000.0)
+    camera.SetViewUp(0.0, 1.0, 0.0)
+    camera.SetParallelScale(height / 2)
+    renderer.ResetCameraClippingRange()
+    window.Render()
+    grabber = vtk.vtkWindowToImageFilter()
+    grabber.SetInput(window)
+    grabber.SetInputBufferTypeToRGB()
+    grabber.Update()
+    image = grabber.GetOutput()
+    rgb = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
+    window.Finalize()
+    return np.ascontiguousarray(rgb[::-1])

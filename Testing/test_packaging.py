@@ -33,7 +33,7 @@ from AnomalySegModuleLib import Dependencies  # noqa: E402
 QT_CLASSES = {
     "QWidget", "QLabel", "QComboBox", "QPushButton", "QCheckBox", "QProgressBar", "QPlainTextEdit",
     "QLineEdit", "QSpinBox", "QDoubleSpinBox", "QGroupBox", "QToolButton", "QRadioButton", "QTextEdit",
-    "QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout",
+    "QTableWidget", "QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout",
 }
 CUSTOM_WIDGET_PATTERN = re.compile(r"^(ctk|qMRML|qSlicer)[A-Z]\w+$")
 
@@ -240,15 +240,21 @@ def _name(requirement: str) -> str:
     return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
-def test_slicer_dependency_lists_match_pyproject():
+def test_engine_requirements_have_one_source_read_by_pyproject_and_the_module(tmp_path):
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    declared = {_name(r): r for r in pyproject["project"]["dependencies"]}
-    module = [Dependencies.TORCH_REQUIREMENT, *Dependencies.ENGINE_REQUIREMENTS]
+    assert "dependencies" not in pyproject["project"] and "dependencies" in pyproject["project"]["dynamic"]
+    source = pyproject["tool"]["setuptools"]["dynamic"]["dependencies"]["file"]
+    assert [REPO / name for name in source] == [Dependencies.requirementsFile()]
+    lines = [line.strip() for line in Dependencies.requirementsFile().read_text(encoding="utf-8").splitlines()]
+    declared = [line for line in lines if line and not line.startswith("#")]
     provided = {_name(n) for n in Dependencies.SLICER_PROVIDED}
-    assert {_name(r) for r in module} | (provided & set(declared)) == set(declared)
-    for requirement in module:  # same version bounds as the engine declares
-        assert requirement.replace(" ", "") == declared[_name(requirement)].replace(" ", "")
-    assert not {_name(r) for r in module} & provided
+    module = Dependencies.engineRequirements()
+    assert module == [r for r in declared if _name(r) not in provided]  # same text, same version bounds
+    assert "torch" in {_name(r) for r in module} and not {_name(r) for r in module} & provided
+    # The format of slicer.packaging.load_requirements: comments, blank lines and pip options skipped.
+    custom = tmp_path / "requirements.txt"
+    custom.write_text("# comment\n\n-c constraints.txt\nnibabel>=5\nnumpy>=1.24\n", encoding="utf-8")
+    assert Dependencies.engineRequirements(custom) == ["nibabel>=5"]
 
 
 def test_missing_requirements_sees_versions():
@@ -286,6 +292,7 @@ def test_module_helpers_import_with_only_what_slicer_ships():
         sys.path.insert(0, {str(REPO / "AnomalySeg")!r})
         for name in ("AnomalySegLib.progress", "AnomalySegLib.resources", "AnomalySegModuleLib.Results",
                      "AnomalySegModuleLib.Dependencies", "AnomalySegModuleLib.InferenceProcess",
+                     "AnomalySegModuleLib.Findings", "AnomalySegModuleLib.Models",
                      "AnomalySegModuleLib.SceneGlue", "AnomalySegModuleLib.SegmentationRun"):
             importlib.import_module(name)
         from AnomalySegLib.progress import parse_progress_line

@@ -64,11 +64,15 @@ def segmentCase(logic, volumePath: Path, maskPath: Path | None, caseFolder: Path
     mask = slicer.util.loadVolume(str(maskPath), {"labelmap": True}) if maskPath else None
     results = logic.process(volume, brainMask=mask, model=args.model, device=args.device,
                             threshold=args.threshold, outputFolder=str(caseFolder), waitForCompletion=True)
+    parameterNode = logic.getParameterNode()
+    parameterNode.inputVolume = volume
+    logic.storeResults(parameterNode, results)  # the saved scene can be re-thresholded in the module
     sceneFile = caseFolder / f"{caseName(volumePath)}.mrb"
     if not slicer.util.saveScene(str(sceneFile)):
         raise RuntimeError(f"{sceneFile}: could not save the scene")
     statistics = results.statistics
-    return f"{statistics.volumeMl:.2f} ml in {statistics.findings} finding(s), scene {sceneFile.name}"
+    warnings = "".join(f"; warning: {warning}" for warning in results.qcWarnings)
+    return f"{statistics.volumeMl:.2f} ml in {statistics.findings} finding(s), scene {sceneFile.name}{warnings}"
 
 
 def main(argv: list[str]) -> int:

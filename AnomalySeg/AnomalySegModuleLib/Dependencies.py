@@ -1,10 +1,11 @@
 """The engine's Python packages inside Slicer: what is missing, and installing it on request.
 
-Nothing here runs at import time. torch is installed through the PyTorch extension's logic (it
+Nothing here runs at import time. The requirements are read from the engine's one list,
+``AnomalySegLib/requirements.txt`` (which ``pyproject.toml`` also reads), in the format of
+``slicer.packaging.load_requirements``. torch is installed through the PyTorch extension's logic (it
 picks the build that fits the GPU and driver); the other requirements with pip, constrained to the
-versions of the packages Slicer ships itself (SimpleITK, numpy, requests) so that these are never
-replaced. The lists below mirror ``[project.dependencies]`` of ``pyproject.toml``
-(``Testing/test_packaging.py`` checks that they agree).
+versions of the packages Slicer ships itself (:data:`SLICER_PROVIDED`) so that these are never
+replaced or even listed as missing.
 """
 
 from __future__ import annotations
@@ -14,28 +15,42 @@ import re
 import tempfile
 from pathlib import Path
 
-TORCH_REQUIREMENT = "torch>=2.4"
-#: Installed with pip when missing or too old.
-ENGINE_REQUIREMENTS = (
-    "monai[einops]>=1.5",
-    "nibabel>=5",
-    "scipy>=1.10",
-    "scikit-learn>=1.3",
-    "slicerio>=1.1",
-    "safetensors>=0.4",
-    "tqdm>=4.60",
-    "matplotlib>=3.7",
-)
+#: Installed through the PyTorch extension, not pip.
+TORCH = "torch"
 #: Shipped with Slicer; never installed or upgraded by this module (pinned while installing).
 SLICER_PROVIDED = ("SimpleITK", "numpy", "requests")
 
 
-def missingRequirements(requirements: tuple[str, ...] = (TORCH_REQUIREMENT,) + ENGINE_REQUIREMENTS) -> list[str]:
-    """The requirements (pip syntax) whose distribution is absent or older than required."""
+def requirementsFile() -> Path:
+    """``AnomalySegLib/requirements.txt``: beside the engine, in a checkout and in the extension."""
+    import AnomalySegLib
+
+    return Path(AnomalySegLib.__file__).resolve().parent / "requirements.txt"
+
+
+def engineRequirements(path: Path | None = None) -> list[str]:
+    """The engine's requirements (pip syntax) that the module may install: all but :data:`SLICER_PROVIDED`.
+
+    Reads ``path`` (default :func:`requirementsFile`) as ``slicer.packaging.load_requirements``
+    does: one requirement a line; blank lines, ``#`` comments and ``-`` options are skipped.
+    """
+    path = requirementsFile() if path is None else path
+    provided = {_normalized(name) for name in SLICER_PROVIDED}
+    requirements = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "-")) and _normalized(_name(line)) not in provided:
+            requirements.append(line)
+    return requirements
+
+
+def missingRequirements(requirements: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """The requirements (pip syntax; default :func:`engineRequirements`) whose distribution is absent
+    or older than required."""
     from packaging.requirements import Requirement
 
     missing = []
-    for text in requirements:
+    for text in engineRequirements() if requirements is None else requirements:
         requirement = Requirement(text)
         try:
             installed = importlib.metadata.version(requirement.name)
@@ -76,10 +91,10 @@ def installRequirements(requirements: list[str], askConfirmation: bool) -> bool:
             + "\n\nInstall them now? This downloads several hundred MB and may take minutes.",
             windowTitle="AnomalySeg: install dependencies"):
         return False
-    torchNeeded = [r for r in requirements if _name(r) == "torch"]
+    torchNeeded = [r for r in requirements if _name(r) == TORCH]
     if torchNeeded:
         _installTorch(torchNeeded[0])
-    others = [r for r in requirements if _name(r) != "torch"]
+    others = [r for r in requirements if _name(r) != TORCH]
     if others:
         with tempfile.TemporaryDirectory(prefix="AnomalySeg-pip-") as folder:
             constraints = Path(folder) / "slicer-provided.txt"
@@ -111,3 +126,8 @@ def _installTorch(requirement: str) -> None:
 
 def _name(requirement: str) -> str:
     return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0]
+
+
+def _normalized(name: str) -> str:
+    """PEP 503 normalised distribution name (``SimpleITK`` → ``simpleitk``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()

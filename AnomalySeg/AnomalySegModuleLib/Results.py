@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+#: Role names of the engine's ``case_done`` ``outputs`` → attributes of :class:`ResultFiles`.
+ENGINE_ROLES = {"recon": "reconstruction", "anomaly_map": "anomalyMap", "anomaly_mask": "anomalyMask",
+                "segmentation": "segmentation", "qc": "qcPicture"}
+
+
 @dataclass(frozen=True)
 class ResultFiles:
     """Paths of one case's outputs in the output folder of ``anomalyseg segment``."""
@@ -26,6 +31,14 @@ class ResultFiles:
             segmentation=folder / f"{caseId}_anomaly.seg.nrrd",
             qcPicture=folder / f"{caseId}_qc.png",
         )
+
+    @classmethod
+    def fromOutputs(cls, outputs: dict[str, str], outputFolder: str | Path, caseId: str) -> ResultFiles:
+        """The files the engine reported (``outputs`` of its ``case_done`` event: role → path); a role
+        it did not report falls back to its name in ``outputFolder``."""
+        default = cls.inFolder(outputFolder, caseId)
+        reported = {attribute: Path(outputs[role]) for role, attribute in ENGINE_ROLES.items() if outputs.get(role)}
+        return cls(**{name: reported.get(name, getattr(default, name)) for name in ENGINE_ROLES.values()})
 
     def missing(self, required: tuple[str, ...] = ("anomalyMap", "segmentation")) -> list[Path]:
         """The files among ``required`` (attribute names) that do not exist."""

@@ -11,7 +11,7 @@ Arrays from VTK images are ``[k, j, i]`` (slowest axis first), like SimpleITK's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ import vtk
 from slicer.util import NodeModify
 from vtk.util import numpy_support
 
+from AnomalySegModuleLib.Findings import FindingRow, findingRowsFromRecords
 from AnomalySegModuleLib.Results import ResultFiles
 
 if TYPE_CHECKING:
@@ -34,20 +35,28 @@ ANOMALY_MAP_OPACITY = 0.6
 
 @dataclass(frozen=True)
 class AnomalyStatistics:
-    """What the results panel shows: the thresholded anomaly's volume and number of findings.
+    """What the results panel shows: the thresholded anomaly's volume, findings and their table.
 
     ``findings`` counts 26-connected components (the engine's definition); ``threshold`` is the
-    anomaly score above which a voxel belongs to the anomaly.
+    anomaly score above which a voxel belongs to the anomaly. ``table`` lists the findings by rank
+    (computed by the engine's findings code; ``None`` where that code has no per-finding table).
     """
 
     volumeMl: float
     findings: int
     threshold: float
+    table: "tuple[FindingRow, ...] | None" = None
 
 
 @dataclass
 class ImportedResults:
-    """The nodes one ``segment`` run added to the scene, next to ``inputVolume``."""
+    """The nodes one ``segment`` run added to the scene, next to ``inputVolume``, and what the engine said.
+
+    ``qcWarnings``: the engine's domain-check warnings for the case (empty: none). ``findingsTable``:
+    the engine's findings table at its threshold (empty when it wrote none); after re-thresholding
+    the current table is ``statistics.table``. ``device``/``precision``: what the engine ran on.
+    ``reused``: the engine found the case finished earlier with the same settings and did not run.
+    """
 
     inputVolume: "slicer.vtkMRMLScalarVolumeNode"
     reconstructionNode: "slicer.vtkMRMLScalarVolumeNode | None"
@@ -55,6 +64,16 @@ class ImportedResults:
     segmentationNode: "slicer.vtkMRMLSegmentationNode"
     segmentId: str
     statistics: AnomalyStatistics
+    qcWarnings: list[str] = field(default_factory=list)
+    findingsTable: list[FindingRow] = field(default_factory=list)
+    device: str = ""
+    precision: str = ""
+    reused: bool = False
+
+    @property
+    def currentFindings(self) -> list[FindingRow]:
+        """The findings table of the segment as it is now (after any re-thresholding)."""
+        return list(self.statistics.table) if self.statistics.table is not None else self.findingsTable
 
 
 def importResults(
@@ -112,6 +131,25 @@ def importResults(
     return ImportedResults(inputVolume, reconstructionNode, anomalyMapNode, segmentationNode, segmentId, statistics)
 
 
+def resultsFromNodes(inputVolume: "slicer.vtkMRMLScalarVolumeNode",
+                     anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
+                     segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str, threshold: float,
+                     qcWarnings: list[str] | None = None) -> ImportedResults:
+    """The results of an earlier run from the nodes a scene kept (e.g. a reloaded ``.mrb``).
+
+    The statistics and the findings table are computed again from the segment as it is, so the
+    re-threshold slider and the findings table work as right after the run.
+
+    Raises:
+        ValueError: the segmentation has no segment ``segmentId``.
+    """
+    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        raise ValueError(f"{segmentationNode.GetName()} has no segment {segmentId!r}")
+    statistics = anomalyStatistics(anomalyMapNode, segmentationNode, segmentId, threshold)
+    return ImportedResults(inputVolume, None, anomalyMapNode, segmentationNode, segmentId, statistics,
+                           qcWarnings=list(qcWarnings or []))
+
+
 def styleAnomalySegment(segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str) -> None:
     """Give the segment the engine's name, colour and terminology (docs/design.md, "The engine and the Slicer module")."""
     from AnomalySegLib.io.segmentation_io import ANOMALY_SEGMENT
@@ -161,6 +199,17 @@ def showAnomalyMap(inputVolume: "slicer.vtkMRMLScalarVolumeNode",
             composite.SetBackgroundVolumeID(inputVolume.GetID())
             composite.SetForegroundVolumeID(anomalyMapNode.GetID())
             composite.SetForegroundOpacity(opacity)
+
+
+def showOverlayFloor(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode", threshold: float) -> None:
+    """Make scores below ``threshold`` transparent in the slice views, at once (display only).
+
+    While the threshold slider moves, the overlay follows it through this; the segment and the
+    statistics follow when the slider rests (:func:`thresholdAnomalyMap`, seconds on a large map).
+    """
+    display = anomalyMapNode.GetDisplayNode()
+    if display is not None:
+        display.SetLowerThreshold(float(threshold))
 
 
 def thresholdAnomalyMap(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
@@ -215,18 +264,22 @@ def segmentMaskOnGridOf(volumeNode: "slicer.vtkMRMLScalarVolumeNode",
 def anomalyStatistics(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
                       segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str,
                       threshold: float) -> AnomalyStatistics:
-    """Volume (ml) and number of findings of the segment, counted by the engine's own code."""
-    import SimpleITK as sitk
+    """Volume (ml), number and table of findings of the segment, computed by the engine's own code.
 
+    The images handed to the engine carry the map's full geometry (origin, spacing, direction), so
+    that positions in the table are in the scene's RAS millimetres.
+    """
     from AnomalySegLib.reporting.findings import summarize_findings
 
-    spacing = anomalyMapNode.GetSpacing()
-    mask = sitk.GetImageFromArray(segmentMaskOnGridOf(anomalyMapNode, segmentationNode, segmentId).astype(np.uint8))
-    scores = sitk.GetImageFromArray(_array(anomalyMapNode.GetImageData()).astype(np.float32))
-    for image in (mask, scores):
-        image.SetSpacing(spacing)
+    mask = _sitkImageOnGridOf(segmentMaskOnGridOf(anomalyMapNode, segmentationNode, segmentId).astype(np.uint8),
+                              anomalyMapNode)
+    scores = _sitkImageOnGridOf(_array(anomalyMapNode.GetImageData()).astype(np.float32), anomalyMapNode)
     findings = summarize_findings(mask, scores)
-    return AnomalyStatistics(volumeMl=findings.volume_ml, findings=findings.components, threshold=float(threshold))
+    # Merge glue: the per-finding table (Findings.records(), CONTRACTS.md) comes with branch c-oppoint.
+    records = getattr(findings, "records", None)
+    table = tuple(findingRowsFromRecords(records())) if callable(records) else None
+    return AnomalyStatistics(volumeMl=findings.volume_ml, findings=findings.components, threshold=float(threshold),
+                             table=table)
 
 
 def thresholdOfMask(anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
@@ -258,6 +311,22 @@ def _showGreyscale(volumeNode, likeVolume) -> None:
     if reference is not None and not reference.GetAutoWindowLevel():
         display.SetAutoWindowLevel(False)
         display.SetWindowLevel(reference.GetWindow(), reference.GetLevel())
+
+
+def _sitkImageOnGridOf(array: np.ndarray, volumeNode: "slicer.vtkMRMLVolumeNode"):
+    """A SimpleITK image of ``array`` (``[k, j, i]``) with the geometry of ``volumeNode`` (RAS → LPS)."""
+    import SimpleITK as sitk
+
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    ijkToRas = np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
+    ijkToLps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ijkToRas
+    spacing = np.linalg.norm(ijkToLps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(array)
+    image.SetOrigin(tuple(float(value) for value in ijkToLps[:3, 3]))
+    image.SetSpacing(tuple(float(value) for value in spacing))
+    image.SetDirection(tuple(float(value) for value in (ijkToLps[:3, :3] / spacing).ravel()))
+    return image
 
 
 def _array(image: "vtk.vtkImageData") -> np.ndarray:

@@ -9,6 +9,7 @@ batch); tests drive it under ``slicer-core``.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import slicer
 
 from AnomalySegLib.progress import ProgressEvent
 from AnomalySegModuleLib import SceneGlue
+from AnomalySegModuleLib.Findings import FindingRow, readFindingsCsv
 from AnomalySegModuleLib.InferenceProcess import InferenceProcess, segmentCommand
 from AnomalySegModuleLib.Results import ResultFiles
 
@@ -27,15 +29,21 @@ def caseIdFor(nodeName: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeName).strip("._") or "input"
 
 
+#: File type of the temporary copies of the input and mask: NRRD written uncompressed (as
+#: SlicerMONAIAuto3DSeg does), since compressing a file read once seconds later only costs time.
+EXPORT_SUFFIX = ".nrrd"
+
+
 def exportVolume(volumeNode: "slicer.vtkMRMLVolumeNode", path: Path) -> None:
-    """Write a volume node (scalar or label map) to ``path`` in its physical geometry (RAS → file LPS).
+    """Write a volume node (scalar or label map) to ``path``, uncompressed, in its physical geometry
+    (RAS → file LPS).
 
     Raises:
         RuntimeError: the file could not be written.
     """
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
-    storage.SetUseCompression(True)
+    storage.SetUseCompression(False)
     if not storage.WriteData(volumeNode) or not path.is_file():
         raise RuntimeError(f"{path}: could not write {volumeNode.GetName()}")
 
@@ -66,7 +74,8 @@ class SegmentationRun:
             is ``None``); it is removed by :meth:`finish`.
         python: the interpreter running the engine (``PythonSlicer`` inside Slicer).
         volumesLogic, segmentationsLogic: the scene's Volumes and Segmentations module logics.
-        brainMask, model, device, threshold: passed to ``anomalyseg segment``.
+        brainMask, model, device, threshold: passed to ``anomalyseg segment`` (``threshold``: a
+            preset name of the model or a number).
         importReconstruction, showIn3D: import options (see :func:`SceneGlue.importResults`).
         outputFolder: keep the engine's files here instead of in the work folder.
         onProgress, onLog: called (from :meth:`poll`/:meth:`wait`) with each event and log line.
@@ -92,15 +101,18 @@ class SegmentationRun:
         self.showIn3D = showIn3D
         self.onProgress = onProgress
         self.onLog = onLog
+        self.threshold = threshold
         self.caseDone: ProgressEvent | None = None
+        self.device = ""
+        self.precision = ""
         self.errors: list[str] = []
         self.logTail: list[str] = []
 
-        inputPath = self.workFolder / f"{self.caseId}.nii.gz"
+        inputPath = self.workFolder / f"{self.caseId}{EXPORT_SUFFIX}"
         exportVolume(inputVolume, inputPath)
         maskPath = None
         if brainMask is not None:
-            maskPath = self.workFolder / "brain_mask.nii.gz"
+            maskPath = self.workFolder / f"brain_mask{EXPORT_SUFFIX}"
             exportBrainMask(brainMask, inputVolume, maskPath)
         self.command = segmentCommand(python, inputPath, self.resultsFolder, model=model, maskPath=maskPath,
                                       device=device, threshold=threshold)
@@ -128,7 +140,10 @@ class SegmentationRun:
         """After the process ended: import the results, or ``(None, message)``; removes the work folder.
 
         The message is empty when the run was cancelled, else the engine's last error (or the end
-        of its log).
+        of its log). What is imported is what the engine reports in its ``case_done`` event: the
+        files under ``outputs``, the ``threshold`` it applied, its ``qc_warnings`` and the findings
+        table at ``findings_csv``. A case the engine reports as ``skipped`` (finished earlier in the
+        output folder) is imported only if it was made at the threshold asked for now.
         """
         try:
             if self.process.cancelled:
@@ -136,23 +151,73 @@ class SegmentationRun:
             if self.process.returncode != 0 or self.caseDone is None:
                 detail = self.errors[-1:] or self.logTail[-3:] or [f"exit status {self.process.returncode}"]
                 return None, "; ".join(detail)
-            threshold = self.caseDone.fields.get("threshold")
-            files = ResultFiles.inFolder(self.resultsFolder, self.caseDone.case or self.caseId)
+            fields = self.caseDone.fields
+            reused = bool(fields.get("skipped"))
+            if reused:
+                mismatch = self._thresholdMismatch(fields)
+                if mismatch:
+                    return None, mismatch
+                self._log(f"AnomalySeg: {self.resultsFolder} holds this case finished earlier with the same "
+                          "settings; its results are loaded without a new run")
+            threshold = fields.get("threshold")
+            outputs = fields.get("outputs")
+            caseId = self.caseDone.case or self.caseId
+            files = (ResultFiles.fromOutputs(outputs, self.resultsFolder, caseId) if isinstance(outputs, dict)
+                     else ResultFiles.inFolder(self.resultsFolder, caseId))
             results = SceneGlue.importResults(
                 files, self.inputVolume, self.volumesLogic, self.segmentationsLogic,
                 threshold=None if threshold is None else float(threshold),
                 importReconstruction=self.importReconstruction, showIn3D=self.showIn3D)
+            results.qcWarnings = [str(warning) for warning in fields.get("qc_warnings") or []]
+            results.findingsTable = self._engineFindings(fields.get("findings_csv"))
+            results.device, results.precision, results.reused = self.device, self.precision, reused
             return results, ""
         finally:
             shutil.rmtree(self.workFolder, ignore_errors=True)
 
+    def _thresholdMismatch(self, fields: dict) -> str:
+        """Why a reused case does not answer this request (its threshold differs), or ``""``."""
+        requested = str(self.threshold)
+        try:
+            differs = not math.isclose(float(requested), float(fields.get("threshold")), rel_tol=1e-6)
+        except (TypeError, ValueError):  # a preset name: compare with the preset the case was made with
+            source = fields.get("threshold_source")
+            differs = source is not None and str(source) != requested
+        if not differs:
+            return ""
+        made = fields.get("threshold_source") or fields.get("threshold")
+        return (f"{self.resultsFolder} holds this case made earlier at threshold {made}, not {requested}; "
+                "choose another output folder (or none) to run it again")
+
+    def _engineFindings(self, findingsCsv: object) -> list[FindingRow]:
+        if not findingsCsv:
+            return []
+        try:
+            return readFindingsCsv(findingsCsv)
+        except (OSError, ValueError) as error:  # the images are still worth loading; say what is missing
+            self._log(f"AnomalySeg: the findings table could not be read: {error}")
+            return []
+
     def _onEvent(self, event: ProgressEvent) -> None:
-        if event.event == "case_done":
+        if event.event == "start":
+            self.device = str(event.fields.get("device") or "")
+            self.precision = str(event.fields.get("precision") or "")
+            if self.device:
+                self._log(f"AnomalySeg: the engine runs on {self.device}"
+                          + (f" in {self.precision}" if self.precision else ""))
+        elif event.event == "case_done":
             self.caseDone = event
+            for warning in event.fields.get("qc_warnings") or []:
+                self._log(f"AnomalySeg warning ({event.case}): {warning}")
         elif event.event == "error":
             self.errors.append(event.message)
         if self.onProgress:
             self.onProgress(event)
+
+    def _log(self, line: str) -> None:
+        logging.info(line)
+        if self.onLog:
+            self.onLog(line)
 
     def _onLog(self, line: str) -> None:
         self.logTail = (self.logTail + [line])[-20:]
