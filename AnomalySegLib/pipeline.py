@@ -35,7 +35,7 @@ from AnomalySegLib.preprocessing.spec import PreprocessingSpec, SpecError
 from AnomalySegLib.reporting.findings import Findings, summarize_findings
 from AnomalySegLib.resources import resources_dir
 from AnomalySegLib.scoring.anomaly_score import binarize
-from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores
+from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores, score_halving_on_oom
 
 log = logging.getLogger(__name__)
 
@@ -241,17 +241,9 @@ class AnomalySegmenter:
         def on_pass(done: int, total: int) -> None:
             _report(progress, "reconstruct", done / total, f"network pass {done}/{total}")
 
-        while True:
-            try:
-                return self.scorer.score(image, mask, seed=self.seed, chunk_size=self.chunk_size, progress=on_pass)
-            except torch.OutOfMemoryError:
-                current = self.chunk_size or image.shape[0]
-                if current <= 1:
-                    raise
-                self.chunk_size = max(1, current // 2)
-                log.warning("out of memory on %s: retrying with %d slices per pass", self.device, self.chunk_size)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+        scores, self.chunk_size = score_halving_on_oom(self.scorer, image, mask, seed=self.seed,
+                                                       chunk_size=self.chunk_size, progress=on_pass)
+        return scores
 
 
 def _load_model(model: str | Path | None) -> ModelBundle:
