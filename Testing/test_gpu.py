@@ -180,6 +180,27 @@ def test_prefetcher_on_gpu_gives_the_results_of_sequential_cases(tmp_path):
     assert by_case["b"]["volume_ml"] == pytest.approx(alone[0]["volume_ml"], rel=1e-3)
 
 
+def test_speed_options_leave_the_scores_unchanged_on_the_cpu(bundle, sample):
+    """The options the GPU check measures change only speed: SegUnet rows of all noise levels in one
+    pass vs one row per pass, and channels-last weights and inputs, give the same scores (CPU fp32)."""
+    middle = slice(max(0, sample["image"].shape[0] // 2 - 3), sample["image"].shape[0] // 2 + 3)
+    image, mask = sample["image"][middle], sample["mask"][middle]
+    one_row = AnomalyScorer.from_bundle(bundle, device="cpu", precision="fp32")
+    one_row.seg_chunk_size = 1
+    reference = one_row.score(image, mask, seed=2)
+    loaded = AnomalyScorer.from_bundle(bundle, device="cpu", precision="fp32")
+    plain = loaded.reconstructor
+    channels_last = Reconstructor(plain.spec, plain.network, "cpu", "fp32", plain.noise_levels, channels_last=True)
+    batched = AnomalyScorer(channels_last, loaded.seg_network, loaded.config, seg_chunk_size=1024)
+    result = batched.score(image, mask, seed=2)
+    assert next(channels_last.network.parameters()).ndim < 4 or any(
+        p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        for p in channels_last.network.parameters() if p.ndim == 4)
+    assert np.abs(result.reconstruction - reference.reconstruction).max() < 1e-4
+    assert np.abs(result.segmentation_probability - reference.segmentation_probability).max() < 1e-4
+    assert np.abs(result.anomaly_score - reference.anomaly_score).max() < 1e-4
+
+
 @pytest.mark.slow
 def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
     """``scripts/gpu_check.py`` prepare + run --dry-run, end to end on the CPU (SimpleITK, nibabel and
