@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= demo-output
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast demo clean gpu-check-prepare gpu-check gpu-check-publish
 
 install: $(VENV)/.installed
 
@@ -37,5 +37,30 @@ demo: install
 	$(VENV)/bin/anomalyseg segment "$$sample" -o $(OUT) --device cpu
 	@echo "Results in $(OUT)/: mrbraintumor1_qc.png, mrbraintumor1_anomaly.seg.nrrd, results.csv, ..."
 
+# GPU check (scripts/gpu_check.py, issue #15). On this (CPU) machine: `make gpu-check-prepare` fills
+# $(GPU_DIR)/ (wheels, preprocessed sample, CPU reference). On the GPU machine, with $(GPU_DIR) carried:
+# `make gpu-check GPU_OUT=<folder>` (plain python3 there; no venv, no network). Back here:
+# `make gpu-check-publish GPU_OUT=<folder>` writes its section into BENCHMARKS.md.
+# `make gpu-check DRY_RUN=1` does all of it on the CPU with tiny sizes (what CI runs).
+GPU_DIR ?= .gpu-check
+GPU_OUT ?= gpu-check-output
+GPU_PYTHON ?= python3
+DRY_RUN ?=
+GPU_FLAGS := --dir $(GPU_DIR) $(if $(DRY_RUN),--dry-run)
+
+gpu-check-prepare: install
+	$(PY) scripts/gpu_check.py prepare $(GPU_FLAGS)
+
+ifneq ($(DRY_RUN),)
+gpu-check: gpu-check-prepare
+	$(PY) scripts/gpu_check.py run $(GPU_FLAGS) --out $(GPU_OUT)
+else
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PYTHON) scripts/gpu_check.py run $(GPU_FLAGS) --out $(GPU_OUT)
+endif
+
+gpu-check-publish: install
+	$(PY) scripts/gpu_check.py publish $(GPU_OUT)
+
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache $(GPU_OUT)

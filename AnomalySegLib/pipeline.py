@@ -45,7 +45,7 @@ from AnomalySegLib.scoring.operating_point import (
     apply_operating_point,
     voxel_size_zyx,
 )
-from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores
+from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores, score_halving_on_oom
 
 log = logging.getLogger(__name__)
 
@@ -289,18 +289,10 @@ class AnomalySegmenter:
         def on_stage(stage: str) -> None:
             _report(progress, stage, 0.0, {"segment": "Stage II SegUnet", "score": "anomaly score"}[stage])
 
-        while True:
-            try:
-                return self.scorer.score(image, mask, seed=self.seed, chunk_size=self.chunk_size, progress=on_pass,
-                                         stage_started=on_stage)
-            except torch.OutOfMemoryError:
-                current = self.chunk_size or image.shape[0]
-                if current <= 1:
-                    raise
-                self.chunk_size = max(1, current // 2)
-                log.warning("out of memory on %s: retrying with %d slices per pass", self.device, self.chunk_size)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+        scores, self.chunk_size = score_halving_on_oom(self.scorer, image, mask, seed=self.seed,
+                                                       chunk_size=self.chunk_size, progress=on_pass,
+                                                       stage_started=on_stage)
+        return scores
 
 
 def _load_model(model: str | Path | None) -> ModelBundle:

@@ -145,7 +145,8 @@ def test_no_silent_overwrite(tumour_crop, tmp_path):
         write_volume(tumour_crop * 2, path)
     assert path.read_bytes() == before
     write_volume(tumour_crop * 2, path, overwrite=True)
-    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(read_volume(path)),
+    # GetArrayFromImage (a copy): a view of the temporary image would read freed memory once it is collected
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_volume(path)),
                                   2 * sitk.GetArrayViewFromImage(tumour_crop))
 
 

@@ -112,6 +112,10 @@ class Reconstructor:
         device: where to compute.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` (see :mod:`AnomalySegLib.device`).
         noise_levels: default test noise levels.
+        channels_last: keep weights and inputs in the channels-last memory format (faster convolutions
+            on tensor-core GPUs under 16-bit autocast; ``scripts/gpu_check.py`` measures it).
+        compile_backend: run the network through ``torch.compile`` with this backend (e.g.
+            ``"inductor"``); ``None``: eager. The first pass of each batch shape pays the compilation.
     """
 
     def __init__(
@@ -121,10 +125,16 @@ class Reconstructor:
         device: torch.device | str = "cpu",
         precision: str = "auto",
         noise_levels: Sequence[int] = DEFAULT_NOISE_LEVELS,
+        channels_last: bool = False,
+        compile_backend: str | None = None,
     ) -> None:
         self.spec = spec
         self.device = choose_device(device)
         self.network = network.to(self.device).eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self._forward = self.network if compile_backend is None else torch.compile(self.network, backend=compile_backend)
         self.autocast_dtype = autocast_dtype(self.device, precision)
         self.schedule = NoiseSchedule(spec.schedule)
         self.noise_levels = tuple(int(t) for t in noise_levels)
@@ -183,8 +193,10 @@ class Reconstructor:
         return ReconstructionResult(mean=stacked.mean(0), per_level=stacked, noise_levels=levels)
 
     def _network(self, x_t: torch.Tensor, timesteps: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x_t, x0 = (x.contiguous(memory_format=torch.channels_last) for x in (x_t, x0))
         with autocast(self.device, self.autocast_dtype):
-            return self.network(x_t, timesteps, x0 if self.spec.denoiser.conditioned else None).float()
+            return self._forward(x_t, timesteps, x0 if self.spec.denoiser.conditioned else None).float()
 
     def _stitched_patches(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         side = min(self.spec.patch.size, *x0.shape[-2:])

@@ -9,17 +9,26 @@ Public API::
     native = restore_to_native(model_map, reference_image, case.transform, kind="continuous")
 """
 
-from AnomalySegLib.preprocessing.case_folder import (
-    ModelSpaceCase,
-    list_cases,
-    load_case,
-    read_info,
-    read_transform,
-    write_case,
-)
-from AnomalySegLib.preprocessing.pipeline import PreprocessedCase, preprocess_file, preprocess_image
-from AnomalySegLib.preprocessing.restore import restore_to_native
-from AnomalySegLib.preprocessing.spec import ModelGrid, PreprocessingSpec, SpecError
+# Names are imported from their modules on first use (PEP 562), so that importing one light module of
+# this package does not import SimpleITK through the others (scripts/gpu_check.py runs without it).
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ModelSpaceCase": "case_folder",
+    "list_cases": "case_folder",
+    "load_case": "case_folder",
+    "read_info": "case_folder",
+    "read_transform": "case_folder",
+    "write_case": "case_folder",
+    "PreprocessedCase": "pipeline",
+    "preprocess_file": "pipeline",
+    "preprocess_image": "pipeline",
+    "restore_to_native": "restore",
+    "ModelGrid": "spec",
+    "PreprocessingSpec": "spec",
+    "SpecError": "spec",
+}
 
 __all__ = [
     "ModelGrid",
@@ -36,3 +45,13 @@ __all__ = [
     "restore_to_native",
     "write_case",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

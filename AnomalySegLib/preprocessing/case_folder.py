@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.io.atomic import atomic_folder
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
+
     from AnomalySegLib.preprocessing.pipeline import PreprocessedCase
 
 IMAGE_FILE = "image.nii.gz"
@@ -99,6 +100,8 @@ def load_case_folder(root: str | Path, need_labels: bool) -> list[ModelSpaceCase
 def _read_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(path, "missing from the preprocessed case folder")
+    import SimpleITK as sitk  # here, not at the top: training from arrays (scripts/gpu_check.py) needs no SimpleITK
+
     try:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as error:
@@ -114,6 +117,8 @@ def read_transform(path: str | Path) -> sitk.Transform:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "does not exist (expected an ITK transform file written by 'anomalyseg preprocess')")
+    import SimpleITK as sitk
+
     try:
         return sitk.ReadTransform(str(path))
     except RuntimeError as error:
@@ -149,6 +154,8 @@ def write_case(case: "PreprocessedCase", folder: str | Path, overwrite: bool = F
     Raises:
         OutputExistsError: ``folder`` exists and ``overwrite`` is false.
     """
+    import SimpleITK as sitk
+
     folder = Path(folder)
     with atomic_folder(folder, overwrite) as temp:
         sitk.WriteImage(sitk.Cast(case.image, sitk.sitkFloat32), str(temp / IMAGE_FILE), True)

@@ -7,6 +7,7 @@ inference share it.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,10 +17,17 @@ import torch
 
 from AnomalySegLib.bundle import ModelBundle
 from AnomalySegLib.device import autocast
-from AnomalySegLib.diffusion.reconstruction import Reconstructor, load_reconstructor, reconstruct_volume
+from AnomalySegLib.diffusion.reconstruction import (
+    Reconstructor,
+    default_chunk_size,
+    load_reconstructor,
+    reconstruct_volume,
+)
 from AnomalySegLib.errors import ModelBundleError
 from AnomalySegLib.networks.seg_unet import SegUnet, SegUnetConfig
 from AnomalySegLib.scoring.anomaly_score import ScoringConfig, combined_score, reconstruction_score, scoring_mask
+
+log = logging.getLogger(__name__)
 
 SEG_COMPONENT = "seg"
 SCORING_SECTION = "scoring"
@@ -67,15 +75,19 @@ class AnomalyScorer:
         reconstructor: the frozen Stage I model (defines the device and precision).
         seg_network: the SegUnet, or ``None`` for Stage-I-only scoring (AS = x̃).
         config: scoring settings (β, SSIM σ, median kernel, post-processing).
+        seg_chunk_size: rows (slice × noise level) per SegUnet pass; rows of different noise levels share
+            a pass, so on a GPU all of a volume's rows fit in one (e.g. 150 for 50 slices × 3 levels).
     """
 
     def __init__(
-        self, reconstructor: Reconstructor, seg_network: SegUnet | None, config: ScoringConfig = ScoringConfig()
+        self, reconstructor: Reconstructor, seg_network: SegUnet | None, config: ScoringConfig = ScoringConfig(),
+        seg_chunk_size: int = DEFAULT_SEG_CHUNK,
     ) -> None:
         self.reconstructor = reconstructor
         self.device = reconstructor.device
         self.seg_network = None if seg_network is None else seg_network.to(self.device).eval()
         self.config = config
+        self.seg_chunk_size = max(1, int(seg_chunk_size))
 
     @classmethod
     def from_bundle(
@@ -143,13 +155,46 @@ class AnomalyScorer:
         """ŷ ``[Z, Y, X]``: the SegUnet's probability for each noise level's x̂, averaged over levels."""
         network = self.seg_network
         levels = per_level if network.uses_residual else per_level[:1]  # the input-only net ignores x̂
-        slices = image[:, None]
-        total = torch.zeros_like(slices)
-        for level in levels:
-            for start in range(0, slices.shape[0], DEFAULT_SEG_CHUNK):
-                chunk = slices[start : start + DEFAULT_SEG_CHUNK]
-                reconstruction = level[start : start + DEFAULT_SEG_CHUNK, None].to(self.device)
-                with autocast(self.device, self.reconstructor.autocast_dtype):
-                    logits = network(chunk, reconstruction)
-                total[start : start + DEFAULT_SEG_CHUNK] += torch.sigmoid(logits.float())
+        depth = image.shape[0]
+        reconstructions = levels.reshape(-1, 1, *levels.shape[-2:])  # row = level * depth + slice
+        total = torch.zeros_like(image[:, None])
+        for start in range(0, reconstructions.shape[0], self.seg_chunk_size):
+            rows = torch.arange(start, min(start + self.seg_chunk_size, reconstructions.shape[0]))
+            slices = rows % depth
+            with autocast(self.device, self.reconstructor.autocast_dtype):
+                logits = network(image[slices.to(self.device), None], reconstructions[rows].to(self.device))
+            total.index_add_(0, slices.to(self.device), torch.sigmoid(logits.float()))
         return (total / len(levels))[:, 0]
+
+
+def score_halving_on_oom(
+    scorer: AnomalyScorer,
+    image: np.ndarray,
+    brain_mask: np.ndarray,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stage_started: Callable[[str], None] | None = None,
+) -> tuple[VolumeScores, int | None]:
+    """:meth:`AnomalyScorer.score`, retried with half as many slices per Stage I pass after each
+    out-of-memory error (GPU); the seed makes every retry give the same scores.
+
+    Returns:
+        the scores and the chunk size that worked (``None``: the default from the free memory).
+
+    Raises:
+        torch.OutOfMemoryError: even one slice per pass does not fit.
+    """
+    while True:
+        try:
+            scores = scorer.score(image, brain_mask, seed=seed, chunk_size=chunk_size, progress=progress,
+                                  stage_started=stage_started)
+            return scores, chunk_size
+        except torch.OutOfMemoryError:
+            current = chunk_size or default_chunk_size(scorer.reconstructor)
+            if current <= 1:
+                raise
+            chunk_size = max(1, current // 2)
+            log.warning("out of memory on %s: retrying with %d slices per pass", scorer.device, chunk_size)
+            if scorer.device.type == "cuda":
+                torch.cuda.empty_cache()
