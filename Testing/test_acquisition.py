@@ -180,3 +180,35 @@ def test_invalid_parameters_are_refused():
         AcquisitionParams(slice_thickness_mm=0.0)
     with pytest.raises(ValueError, match="gamma"):
         AcquisitionParams(gamma=-1.0)
+
+
+def test_variant_bank_writes_case_folders_and_resumes(tmp_path, real_data, caplog):
+    """scripts/build_variant_bank.py: the scan and one simulated variant through the real preprocessing into
+    case folders carrying their acquisition; a second run finds both and builds nothing."""
+    import importlib.util
+    import json
+    import logging
+    from pathlib import Path
+
+    from AnomalySegLib.preprocessing.case_folder import load_case, read_info
+
+    real_data("nibabel_anatomical")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "build_variant_bank.py"
+    spec = importlib.util.spec_from_file_location("build_variant_bank", script)
+    bank = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bank)
+    argv = ["--out", str(tmp_path), "--variants", "1", "--sources", "nibabel_anatomical"]
+    assert bank.main(argv) == 0
+    folders = sorted(tmp_path.glob("*/nibabel_anatomical/*"))
+    assert [f.name for f in folders] == ["nibabel_anatomical_v000", "nibabel_anatomical_v001"]
+    simulated = read_info(folders[1])["info"]["acquisition"]
+    assert simulated["identity"] is False and simulated["seed"] == bank.variant_seed("nibabel_anatomical", 1, 0)
+    assert AcquisitionParams(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in simulated["params"].items()}) == sample_acquisition(simulated["seed"])
+    case = load_case(folders[1])
+    assert case.image.shape == case.mask.shape and case.mask.any()
+    assert json.loads((folders[0].parent.parent / "spec.json").read_text(encoding="utf-8"))["grid"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="build_variant_bank"):
+        assert bank.main(argv) == 0
+    assert "0 built, 2 already there" in caplog.text
