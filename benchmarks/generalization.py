@@ -67,7 +67,7 @@ LOG = logging.getLogger("generalization")
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 TUMOURS = {"mrbraintumor1": 9, "mrbraintumor2": 1}
 #: Healthy single-subject scans the bundled default model was not trained on.
-DEFAULT_HELD_OUT = ("itk_kmeans_t1", "someones_anatomy", "robex_atlas_t1", "nibabel_anatomical")
+DEFAULT_HELD_OUT = ("itk_kmeans_t1", "someones_anatomy", "nibabel_anatomical", "robex_atlas_t1")
 REACQUIRED_MM = (5.0, 6.5)
 HEALTHY_REACQUIRED_MM = 6.5
 LESION_ML = (0.5, 30.0)
@@ -308,30 +308,34 @@ def probability_without_residual(scorer: AnomalyScorer, case: Case) -> np.ndarra
         return scorer._segmentation_probability(image.to(scorer.device), levels).cpu().numpy()  # noqa: SLF001
 
 
-def experiments(scorer: AnomalyScorer, case: Case, scores: dict, spec: PreprocessingSpec, work: Path, tag: str,
-                threshold: float, make) -> dict:
-    """Fired ml (ŷ > 0.5) and flagged ml under the three changes, each against the unchanged case."""
+def cheap_experiments(scorer: AnomalyScorer, case: Case, scores: dict, work: Path, tag: str,
+                      threshold: float) -> dict:
+    """ŷ > 0.5 ml and flagged ml unchanged, with a tighter mask, and with x̂ := x (no new preprocessing)."""
     brain = scores["mask"].astype(bool)
-    base_fires = float(((scores["probability"] > FIRES) & brain).sum()) * 8e-3
-    out = {"case": case.name, "fires_ml": base_fires, "flagged_ml": flagged(scores["score"], threshold, scorer)[0]}
+    fires = (scores["probability"] > FIRES) & brain
+    out = {"case": case.name, "fires_ml": float(fires.sum()) * 8e-3,
+           "flagged_ml": flagged(scores["score"], threshold, scorer)[0]}
     eroded = ndimage.binary_erosion(case.mask, iterations=int(TIGHTER_MASK_MM / 2.0))
     tight = Case(f"{case.name}~tight", case.image * eroded, eroded, None, case.info)
     tight_scores = scored(scorer, tight, work, tag)
     out["tight_fires_ml"] = float(((tight_scores["probability"] > FIRES) & eroded).sum()) * 8e-3
-    out["fires_ml_inside_tight"] = float(((scores["probability"] > FIRES) & eroded & brain).sum()) * 8e-3
+    out["fires_ml_inside_tight"] = float((fires & eroded).sum()) * 8e-3
     out["tight_flagged_ml"] = flagged(tight_scores["score"], threshold, scorer)[0]
-    strong_spec = replace(spec, bias_field=replace(spec.bias_field, **STRONG_N4))
-    strong = model_space(f"{case.name}~strongN4", work, strong_spec, make)
-    strong = Case(strong.name, strong.image, strong.mask, None, strong.info)
-    strong_scores = scored(scorer, strong, work, tag)
-    out["strongN4_fires_ml"] = float(((strong_scores["probability"] > FIRES)
-                                      & strong_scores["mask"].astype(bool)).sum()) * 8e-3
-    out["strongN4_flagged_ml"] = flagged(strong_scores["score"], threshold, scorer)[0]
     no_residual = probability_without_residual(scorer, case)
     out["no_residual_fires_ml"] = float(((no_residual > FIRES) & brain).sum()) * 8e-3
-    fires = (scores["probability"] > FIRES) & brain
     out["no_residual_overlap"] = dice(no_residual > FIRES, fires) if fires.any() else math.nan
     return out
+
+
+def strong_n4_experiment(scorer: AnomalyScorer, name: str, spec: PreprocessingSpec, work: Path, tag: str,
+                         threshold: float) -> dict:
+    """ŷ > 0.5 ml and flagged ml of scan ``name`` preprocessed with a stronger N4 (:data:`STRONG_N4`)."""
+    strong_spec = replace(spec, bias_field=replace(spec.bias_field, **STRONG_N4))
+    case = model_space(f"{name}~strongN4", work, strong_spec, lambda: native(name))
+    scores = scored(scorer, case, work, tag)
+    fires = (scores["probability"] > FIRES) & scores["mask"].astype(bool)
+    return {"strongN4_fires_ml": float(fires.sum()) * 8e-3,
+            "strongN4_flagged_ml": flagged(scores["score"], threshold, scorer)[0]}
 
 
 # ---------------------------------------------------------------- report
@@ -351,65 +355,103 @@ def markdown(rows: list[dict], columns: list[tuple[str, str, int]]) -> str:
     return "\n".join(lines)
 
 
+def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, publish_partial) -> None:
+    """Measure one fold into ``result`` in phases, most informative first; ``publish_partial()`` after each
+    phase, so an interrupted run still reports what it measured (the phases reached are named)."""
+    bundle = load_bundle(Path(setup["model"]))
+    spec = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {}))
+    threshold, preset = resolve_threshold(bundle, None)
+    scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
+    work = args.work / fold
+    LOG.info("fold %s: model %s, threshold %.4f (%s)", fold, setup["model"], threshold, preset)
+    result.update({"bundle": bundle, "threshold": threshold, "preset": preset, "model": setup["model"],
+                   "held_out": list(setup["held_out"]), "tumour": [], "healthy": [], "synthetic": [],
+                   "diagnosis": [], "experiments": [], "phases_done": []})
+
+    def healthy_case(name: str, thickness: float | None = None) -> tuple[Case, dict, object]:
+        make = (lambda n=name: native(n)) if thickness is None else reacquired(name, thickness)
+        key = name if thickness is None else f"{name}@{thickness}mm"
+        case = model_space(key, work, spec, make)
+        return case, scored(scorer, case, work, fold), make
+
+    def tumour(name: str, value: int, thickness: float | None) -> None:
+        make = (lambda: native(name, value)) if thickness is None else reacquired(name, thickness, value)
+        case = model_space(name if thickness is None else f"{name}@{thickness}mm", work, spec, make)
+        result["tumour"].append(labelled_row(case, scored(scorer, case, work, fold), threshold, scorer))
+        LOG.info("%s", result["tumour"][-1])
+
+    def phase(name: str) -> None:
+        result["phases_done"].append(name)
+        publish_partial()
+
+    # 1. held-out healthy scans as they are + the diagnosis of where the SegUnet fires
+    for name in setup["held_out"]:
+        case, scores, make = healthy_case(name)
+        result["healthy"].append(healthy_row(case, scores, threshold, scorer))
+        if not args.skip_diagnosis:
+            result["diagnosis"].append(diagnosis_row(case, scores, scorer))
+            result["experiments"].append(cheap_experiments(scorer, case, scores, work, fold, threshold))
+        LOG.info("%s", result["healthy"][-1])
+    phase("healthy scans as they are, diagnosis")
+    # 2. the tumours as they are
+    for name, value in TUMOURS.items():
+        tumour(name, value, None)
+    phase("tumours as they are")
+    # 3. synthetic lesions in the held-out scans
+    for host_index, name in enumerate(setup["held_out"]):
+        host, _, _ = healthy_case(name)
+        for index in range(args.lesions_per_host):
+            lesion = insert_lesion(host, index, LESION_SEED + 101 * host_index + index)
+            if lesion.labels.sum() < 20:
+                LOG.warning("%s: lesion too small after clipping, skipped", lesion.name)
+                continue
+            result["synthetic"].append(labelled_row(lesion, scored(scorer, lesion, work, fold), threshold, scorer))
+            LOG.info("%s", result["synthetic"][-1])
+    phase("synthetic lesions")
+    # 4. re-acquired: tumours at 5 and 6.5 mm, healthy scans at 6.5 mm
+    for name, value in TUMOURS.items():
+        for thickness in REACQUIRED_MM:
+            tumour(name, value, thickness)
+    for name in setup["held_out"]:
+        case, scores, _ = healthy_case(name, HEALTHY_REACQUIRED_MM)
+        result["healthy"].append(healthy_row(case, scores, threshold, scorer))
+        LOG.info("%s", result["healthy"][-1])
+    phase("re-acquired tumours and healthy scans")
+    # 5. the stronger bias-field removal (one more preprocessing per scan)
+    if not args.skip_diagnosis:
+        for row, name in zip(result["experiments"], setup["held_out"]):
+            row.update(strong_n4_experiment(scorer, name, spec, work, fold, threshold))
+        phase("strong N4")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(args.threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     load, started = machine(), time.perf_counter()
-    sections = []
     results: dict[str, dict] = {}
+
+    def publish_partial() -> None:
+        elapsed = time.perf_counter() - started
+        document = {fold: {k: v for k, v in r.items() if k != "bundle"} for fold, r in results.items()}
+        args.work.mkdir(parents=True, exist_ok=True)
+        (args.work / "results.json").write_text(json.dumps(document, indent=2, default=float) + "\n",
+                                                 encoding="utf-8")
+        publish("generalization", report(results, load, elapsed), write=not args.no_write)
+
     for fold, setup in load_folds(args.folds).items():
-        bundle = load_bundle(Path(setup["model"]))
-        spec = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {}))
-        threshold, preset = resolve_threshold(bundle, None)
-        scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
-        work = args.work / fold
-        LOG.info("fold %s: model %s, threshold %.4f (%s)", fold, setup["model"], threshold, preset)
+        results[fold] = {}
+        run_fold(fold, setup, args, results[fold], publish_partial)
+    return 0
 
-        tumour_rows = []
-        for name, value in TUMOURS.items():
-            versions = [(name, lambda n=name, v=value: native(n, v))]
-            versions += [(f"{name}@{mm}mm", reacquired(name, mm, value)) for mm in REACQUIRED_MM]
-            for key, make in versions:
-                case = model_space(key, work, spec, make)
-                tumour_rows.append(labelled_row(case, scored(scorer, case, work, fold), threshold, scorer))
-                LOG.info("%s", tumour_rows[-1])
 
-        healthy_rows, diagnosis_rows, experiment_rows, synthetic_rows = [], [], [], []
-        for name in setup["held_out"]:
-            versions = [(name, lambda n=name: native(n)),
-                        (f"{name}@{HEALTHY_REACQUIRED_MM}mm", reacquired(name, HEALTHY_REACQUIRED_MM))]
-            for key, make in versions:
-                case = model_space(key, work, spec, make)
-                scores = scored(scorer, case, work, fold)
-                healthy_rows.append(healthy_row(case, scores, threshold, scorer))
-                LOG.info("%s", healthy_rows[-1])
-                if key == name and not args.skip_diagnosis:
-                    diagnosis_rows.append(diagnosis_row(case, scores, scorer))
-                    experiment_rows.append(experiments(scorer, case, scores, spec, work, fold, threshold, make))
-                    LOG.info("%s | %s", diagnosis_rows[-1], experiment_rows[-1])
-            host = model_space(name, work, spec, lambda n=name: native(n))
-            for index in range(args.lesions_per_host):
-                seed = LESION_SEED + 101 * DEFAULT_HELD_OUT.index(name) if name in DEFAULT_HELD_OUT else LESION_SEED
-                lesion = insert_lesion(host, index, seed + index)
-                if lesion.labels.sum() < 20:
-                    LOG.warning("%s: lesion too small after clipping, skipped", lesion.name)
-                    continue
-                synthetic_rows.append(labelled_row(lesion, scored(scorer, lesion, work, fold), threshold, scorer))
-                LOG.info("%s", synthetic_rows[-1])
-        results[fold] = {"tumour": tumour_rows, "healthy": healthy_rows, "synthetic": synthetic_rows,
-                         "diagnosis": diagnosis_rows, "experiments": experiment_rows,
-                         "threshold": threshold, "preset": preset, "model": setup["model"],
-                         "held_out": setup["held_out"]}
-        sections.append(fold_section(fold, results[fold], bundle))
-    elapsed = time.perf_counter() - started
-    args.work.mkdir(parents=True, exist_ok=True)
-    (args.work / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
-    text = "\n".join([
+def report(results: dict[str, dict], load: str, elapsed_s: float) -> str:
+    """The BENCHMARKS.md section for the folds measured so far."""
+    return "\n".join([
         "## Generalization to unseen scans (`benchmarks/generalization.py`, issue #13)",
         "",
-        f"Measured {datetime.date.today().isoformat()} on {load}; {elapsed / 60:.0f} min (preprocessing and "
+        f"Measured {datetime.date.today().isoformat()} on {load}; {elapsed_s / 60:.0f} min (preprocessing and "
         "scores cached afterwards). Command: `nice -n 10 .venv/bin/python benchmarks/generalization.py`. "
         "Model grid (2 mm), operating point = the bundle's `val` threshold through the engine's `binarize`; "
         "findings = 26-connected components on the model grid. Re-acquired = the documented clinical "
@@ -417,18 +459,16 @@ def main(argv: list[str] | None = None) -> int:
         "0.8–1 mm, Rician noise 3 %, another bias field), labels carried through the same geometry. Baseline "
         "= ⌈Dice⌉ of intensity alone inside the brain: bright = x − median, dark = median − x, |x − median|.",
         "",
-        *sections,
+        *(fold_section(fold, result) for fold, result in results.items() if "bundle" in result),
     ])
-    publish("generalization", text, write=not args.no_write)
-    return 0
 
 
-def fold_section(fold: str, result: dict, bundle) -> str:
-    name = bundle.description.get("name", fold)
+def fold_section(fold: str, result: dict) -> str:
+    name = result["bundle"].description.get("name", fold)
     labelled_columns = [("case", "case", 0), ("true_ml", "true ml", 1), ("best_dice", "⌈Dice⌉", 2),
                         ("auprc", "AUPRC", 2), ("dice_op", "Dice@op", 2), ("flagged_ml", "flagged ml", 1),
                         ("findings", "findings", 0), ("baseline_bright", "baseline bright ⌈Dice⌉", 2),
-                        ("baseline_dark", "baseline dark ⌈Dice⌉", 2), ("baseline_abs", "baseline |x−m| ⌈Dice⌉", 2)]
+                        ("baseline_dark", "baseline dark ⌈Dice⌉", 2), ("baseline_abs", "baseline \\|x−m\\| ⌈Dice⌉", 2)]
     healthy_columns = [("case", "case", 0), ("flagged_ml", "flagged ml", 1), ("findings", "findings", 0),
                        ("csf", "% CSF-like", 0), ("gm", "% GM-like", 0), ("wm", "% WM-like", 0),
                        ("rim<4", "% rim <4 mm", 0), ("rim4-10", "% 4–10 mm", 0), ("rim>10", "% >10 mm", 0),
@@ -436,7 +476,7 @@ def fold_section(fold: str, result: dict, bundle) -> str:
                        ("anterior", "% anterior", 0), ("central", "% central y", 0), ("posterior", "% posterior", 0)]
     diagnosis_columns = [("case", "case", 0), ("fires_ml", "ŷ>0.5 ml", 1), ("intensity_ratio", "x fires / rest", 3),
                          ("residual_fires", "x−x̂ fires", 3), ("residual_rest", "x−x̂ rest", 3),
-                         ("abs_residual_fires", "|x−x̂| fires", 3), ("abs_residual_rest", "|x−x̂| rest", 3),
+                         ("abs_residual_fires", "\\|x−x̂\\| fires", 3), ("abs_residual_rest", "\\|x−x̂\\| rest", 3),
                          ("rim_mm_fires", "rim mm fires (median)", 0), ("rim_mm_rest", "rim mm rest", 0),
                          ("wm_bias_cv", "WM bias CV", 3), ("wm_local_ratio_fires", "local WM level at fires", 3),
                          ("registration_metric", "registration MI", 3), ("mask_source", "mask", 0)]
@@ -462,9 +502,10 @@ def fold_section(fold: str, result: dict, bundle) -> str:
                        "baseline_dark": mean("baseline_dark", rows), "baseline_abs": mean("baseline_abs", rows)})
     group_columns = [("case", "lesions", 0), ("best_dice", "⌈Dice⌉ mean ± std", 2), ("dice_op", "Dice@op", 2),
                      ("baseline_bright", "baseline bright", 2), ("baseline_dark", "baseline dark", 2),
-                     ("baseline_abs", "baseline |x−m|", 2)]
+                     ("baseline_abs", "baseline \\|x−m\\|", 2)]
     parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
-             "", f"Threshold {result['threshold']:.4f} ({result['preset']}).", "",
+             "", f"Threshold {result['threshold']:.4f} ({result['preset']}). Phases measured: "
+             f"{'; '.join(result['phases_done']) or 'none yet'}.", "",
              "**Tumours** (MRBrainTumor1/2 as they are and re-acquired):", "",
              markdown(result["tumour"], labelled_columns), "",
              "**Held-out healthy scans** (native and re-acquired at 6.5 mm; where the flagged voxels sit, % of them):", "",
