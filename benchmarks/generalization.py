@@ -308,23 +308,28 @@ def probability_without_residual(scorer: AnomalyScorer, case: Case) -> np.ndarra
         return scorer._segmentation_probability(image.to(scorer.device), levels).cpu().numpy()  # noqa: SLF001
 
 
-def cheap_experiments(scorer: AnomalyScorer, case: Case, scores: dict, work: Path, tag: str,
-                      threshold: float) -> dict:
-    """ŷ > 0.5 ml and flagged ml unchanged, with a tighter mask, and with x̂ := x (no new preprocessing)."""
+def cheap_experiments(scorer: AnomalyScorer, case: Case, scores: dict) -> dict:
+    """ŷ > 0.5 ml and flagged ml unchanged, and ŷ > 0.5 with x̂ := x (one SegUnet pass, no Stage I)."""
     brain = scores["mask"].astype(bool)
     fires = (scores["probability"] > FIRES) & brain
-    out = {"case": case.name, "fires_ml": float(fires.sum()) * 8e-3,
-           "flagged_ml": flagged(scores["score"], threshold, scorer)[0]}
+    no_residual = probability_without_residual(scorer, case)
+    return {"case": case.name, "fires_ml": float(fires.sum()) * 8e-3,
+            "no_residual_fires_ml": float(((no_residual > FIRES) & brain).sum()) * 8e-3,
+            "no_residual_overlap": dice(no_residual > FIRES, fires) if fires.any() else math.nan}
+
+
+def tight_mask_experiment(scorer: AnomalyScorer, case: Case, scores: dict, work: Path, tag: str,
+                          threshold: float) -> dict:
+    """The same scan with the brain mask eroded by :data:`TIGHTER_MASK_MM` and the image zeroed outside it."""
+    brain = scores["mask"].astype(bool)
+    fires = (scores["probability"] > FIRES) & brain
     eroded = ndimage.binary_erosion(case.mask, iterations=int(TIGHTER_MASK_MM / 2.0))
     tight = Case(f"{case.name}~tight", case.image * eroded, eroded, None, case.info)
     tight_scores = scored(scorer, tight, work, tag)
-    out["tight_fires_ml"] = float(((tight_scores["probability"] > FIRES) & eroded).sum()) * 8e-3
-    out["fires_ml_inside_tight"] = float((fires & eroded).sum()) * 8e-3
-    out["tight_flagged_ml"] = flagged(tight_scores["score"], threshold, scorer)[0]
-    no_residual = probability_without_residual(scorer, case)
-    out["no_residual_fires_ml"] = float(((no_residual > FIRES) & brain).sum()) * 8e-3
-    out["no_residual_overlap"] = dice(no_residual > FIRES, fires) if fires.any() else math.nan
-    return out
+    return {"flagged_ml": flagged(scores["score"], threshold, scorer)[0],
+            "tight_fires_ml": float(((tight_scores["probability"] > FIRES) & eroded).sum()) * 8e-3,
+            "fires_ml_inside_tight": float((fires & eroded).sum()) * 8e-3,
+            "tight_flagged_ml": flagged(tight_scores["score"], threshold, scorer)[0]}
 
 
 def strong_n4_experiment(scorer: AnomalyScorer, name: str, spec: PreprocessingSpec, work: Path, tag: str,
@@ -382,6 +387,11 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
 
     def phase(name: str) -> None:
         result["phases_done"].append(name)
+        result["in_progress"] = None
+        publish_partial()
+
+    def partial(name: str) -> None:  # a long phase reports after every case
+        result["in_progress"] = name
         publish_partial()
 
     # 1. held-out healthy scans as they are + the diagnosis of where the SegUnet fires
@@ -390,7 +400,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
         result["healthy"].append(healthy_row(case, scores, threshold, scorer))
         if not args.skip_diagnosis:
             result["diagnosis"].append(diagnosis_row(case, scores, scorer))
-            result["experiments"].append(cheap_experiments(scorer, case, scores, work, fold, threshold))
+            result["experiments"].append(cheap_experiments(scorer, case, scores))
         LOG.info("%s", result["healthy"][-1])
     phase("healthy scans as they are, diagnosis")
     # 2. the tumours as they are
@@ -407,21 +417,29 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
                 continue
             result["synthetic"].append(labelled_row(lesion, scored(scorer, lesion, work, fold), threshold, scorer))
             LOG.info("%s", result["synthetic"][-1])
+            partial("synthetic lesions")
     phase("synthetic lesions")
     # 4. re-acquired: tumours at 5 and 6.5 mm, healthy scans at 6.5 mm
     for name, value in TUMOURS.items():
         for thickness in REACQUIRED_MM:
             tumour(name, value, thickness)
+            partial("re-acquired tumours and healthy scans")
     for name in setup["held_out"]:
         case, scores, _ = healthy_case(name, HEALTHY_REACQUIRED_MM)
         result["healthy"].append(healthy_row(case, scores, threshold, scorer))
         LOG.info("%s", result["healthy"][-1])
+        partial("re-acquired tumours and healthy scans")
     phase("re-acquired tumours and healthy scans")
-    # 5. the stronger bias-field removal (one more preprocessing per scan)
+    # 5. the tighter mask and the stronger bias-field removal (one more scoring / preprocessing per scan)
     if not args.skip_diagnosis:
         for row, name in zip(result["experiments"], setup["held_out"]):
+            case, scores, _ = healthy_case(name)
+            row.update(tight_mask_experiment(scorer, case, scores, work, fold, threshold))
+            partial("tighter mask, strong N4")
+        for row, name in zip(result["experiments"], setup["held_out"]):
             row.update(strong_n4_experiment(scorer, name, spec, work, fold, threshold))
-        phase("strong N4")
+            partial("tighter mask, strong N4")
+        phase("tighter mask, strong N4")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -505,7 +523,9 @@ def fold_section(fold: str, result: dict) -> str:
                      ("baseline_abs", "baseline \\|x−m\\|", 2)]
     parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
              "", f"Threshold {result['threshold']:.4f} ({result['preset']}). Phases measured: "
-             f"{'; '.join(result['phases_done']) or 'none yet'}.", "",
+             f"{'; '.join(result['phases_done']) or 'none yet'}"
+             + (f"; still running when this was written: {result['in_progress']} (partial)"
+                if result.get("in_progress") else "") + ".", "",
              "**Tumours** (MRBrainTumor1/2 as they are and re-acquired):", "",
              markdown(result["tumour"], labelled_columns), "",
              "**Held-out healthy scans** (native and re-acquired at 6.5 mm; where the flagged voxels sit, % of them):", "",
