@@ -76,6 +76,16 @@ RIM_BANDS_MM = (4.0, 10.0)
 FIRES = 0.5  # SegUnet probability at which it "fires"
 STRONG_N4 = {"shrink_factor": 2, "iterations_per_level": (50, 50, 50, 50), "convergence_threshold": 1e-4}
 TIGHTER_MASK_MM = 4.0
+#: Below this intensity (model space, [0, 1]) a brain-mask voxel is taken as "not scanned" (outside the FOV).
+EMPTY_LEVEL = 1e-3
+
+
+class NotCached(Exception):
+    """``--cached-only``: this case or its scores were not computed by an earlier run."""
+
+
+#: Set by ``--cached-only``: report from the cache, compute nothing new.
+CACHED_ONLY = False
 
 
 @dataclass
@@ -97,6 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="synthetic lesion volumes per held-out scan (cycles blob/DRAEM × bright/dark × GM/WM)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-diagnosis", action="store_true")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="report only the cases an earlier run preprocessed and scored (computes nothing new)")
     parser.add_argument("--no-write", action="store_true", help="never write BENCHMARKS.md")
     return parser.parse_args(argv)
 
@@ -116,6 +128,8 @@ def load_folds(path: Path | None) -> dict[str, dict]:
 def model_space(key: str, work: Path, spec: PreprocessingSpec, make) -> Case:
     """``make() → (native image, native 0/1 labels or None)`` preprocessed, cached as ``work/<key>.npz``."""
     stored = work / f"{key}.npz"
+    if not stored.is_file() and CACHED_ONLY:
+        raise NotCached(key)
     if not stored.is_file():
         image, labels = make()
         case = preprocess_image(image, spec=spec, labels=labels, image_path=key)
@@ -215,6 +229,8 @@ def insert_lesion(case: Case, index: int, seed: int) -> Case:
 def scored(scorer: AnomalyScorer, case: Case, work: Path, tag: str) -> dict[str, np.ndarray]:
     """Scores of ``case`` (cached per fold ``tag``): reconstruction, probability, anomaly score, mask."""
     stored = work / "scores" / tag / f"{case.name}.npz"
+    if not stored.is_file() and CACHED_ONLY:
+        raise NotCached(case.name)
     if not stored.is_file():
         result = scorer.score(case.image, case.mask, seed=0)
         stored.parent.mkdir(parents=True, exist_ok=True)
@@ -273,8 +289,8 @@ def where(mask_flagged: np.ndarray, case: Case) -> dict[str, float]:
 
 def healthy_row(case: Case, scores: dict, threshold: float, scorer: AnomalyScorer) -> dict:
     ml, findings, mask = flagged(scores["score"], threshold, scorer)
-    return {"case": case.name, "flagged_ml": ml, "findings": findings,
-            "brain_ml": float(case.mask.sum()) * 8e-3, **where(mask, case)}
+    empty = 100.0 * float((case.mask & (case.image < EMPTY_LEVEL)).sum()) / max(int(case.mask.sum()), 1)
+    return {"case": case.name, "flagged_ml": ml, "findings": findings, "empty": empty, **where(mask, case)}
 
 
 def diagnosis_row(case: Case, scores: dict, scorer: AnomalyScorer) -> dict:
@@ -371,7 +387,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     LOG.info("fold %s: model %s, threshold %.4f (%s)", fold, setup["model"], threshold, preset)
     result.update({"bundle": bundle, "threshold": threshold, "preset": preset, "model": setup["model"],
                    "held_out": list(setup["held_out"]), "tumour": [], "healthy": [], "synthetic": [],
-                   "diagnosis": [], "experiments": [], "phases_done": []})
+                   "diagnosis": [], "experiments": [], "phases_done": [], "cached_only": CACHED_ONLY})
 
     def healthy_case(name: str, thickness: float | None = None) -> tuple[Case, dict, object]:
         make = (lambda n=name: native(n)) if thickness is None else reacquired(name, thickness)
@@ -396,7 +412,10 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
 
     # 1. held-out healthy scans as they are + the diagnosis of where the SegUnet fires
     for name in setup["held_out"]:
-        case, scores, make = healthy_case(name)
+        try:
+            case, scores, make = healthy_case(name)
+        except NotCached:
+            continue
         result["healthy"].append(healthy_row(case, scores, threshold, scorer))
         if not args.skip_diagnosis:
             result["diagnosis"].append(diagnosis_row(case, scores, scorer))
@@ -405,45 +424,69 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     phase("healthy scans as they are, diagnosis")
     # 2. the tumours as they are
     for name, value in TUMOURS.items():
-        tumour(name, value, None)
+        try:
+            tumour(name, value, None)
+        except NotCached:
+            continue
     phase("tumours as they are")
     # 3. synthetic lesions in the held-out scans
     for host_index, name in enumerate(setup["held_out"]):
-        host, _, _ = healthy_case(name)
+        try:
+            host, _, _ = healthy_case(name)
+        except NotCached:
+            continue
         for index in range(args.lesions_per_host):
             lesion = insert_lesion(host, index, LESION_SEED + 101 * host_index + index)
             if lesion.labels.sum() < 20:
                 LOG.warning("%s: lesion too small after clipping, skipped", lesion.name)
                 continue
-            result["synthetic"].append(labelled_row(lesion, scored(scorer, lesion, work, fold), threshold, scorer))
+            try:
+                lesion_scores = scored(scorer, lesion, work, fold)
+            except NotCached:
+                continue
+            result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, scorer))
             LOG.info("%s", result["synthetic"][-1])
             partial("synthetic lesions")
     phase("synthetic lesions")
     # 4. re-acquired: tumours at 5 and 6.5 mm, healthy scans at 6.5 mm
     for name, value in TUMOURS.items():
         for thickness in REACQUIRED_MM:
-            tumour(name, value, thickness)
+            try:
+                tumour(name, value, thickness)
+            except NotCached:
+                continue
             partial("re-acquired tumours and healthy scans")
     for name in setup["held_out"]:
-        case, scores, _ = healthy_case(name, HEALTHY_REACQUIRED_MM)
+        try:
+            case, scores, _ = healthy_case(name, HEALTHY_REACQUIRED_MM)
+        except NotCached:
+            continue
         result["healthy"].append(healthy_row(case, scores, threshold, scorer))
         LOG.info("%s", result["healthy"][-1])
         partial("re-acquired tumours and healthy scans")
     phase("re-acquired tumours and healthy scans")
     # 5. the tighter mask and the stronger bias-field removal (one more scoring / preprocessing per scan)
     if not args.skip_diagnosis:
-        for row, name in zip(result["experiments"], setup["held_out"]):
-            case, scores, _ = healthy_case(name)
-            row.update(tight_mask_experiment(scorer, case, scores, work, fold, threshold))
+        for row in result["experiments"]:
+            try:
+                case, scores, _ = healthy_case(row["case"])
+                row.update(tight_mask_experiment(scorer, case, scores, work, fold, threshold))
+            except NotCached:
+                continue
             partial("tighter mask, strong N4")
-        for row, name in zip(result["experiments"], setup["held_out"]):
-            row.update(strong_n4_experiment(scorer, name, spec, work, fold, threshold))
+        for row in result["experiments"]:
+            try:
+                row.update(strong_n4_experiment(scorer, row["case"], spec, work, fold, threshold))
+            except NotCached:
+                continue
             partial("tighter mask, strong N4")
         phase("tighter mask, strong N4")
 
 
 def main(argv: list[str] | None = None) -> int:
+    global CACHED_ONLY
     args = parse_args(argv)
+    CACHED_ONLY = args.cached_only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(args.threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
@@ -488,6 +531,7 @@ def fold_section(fold: str, result: dict) -> str:
                         ("findings", "findings", 0), ("baseline_bright", "baseline bright ⌈Dice⌉", 2),
                         ("baseline_dark", "baseline dark ⌈Dice⌉", 2), ("baseline_abs", "baseline \\|x−m\\| ⌈Dice⌉", 2)]
     healthy_columns = [("case", "case", 0), ("flagged_ml", "flagged ml", 1), ("findings", "findings", 0),
+                       ("empty", "% of mask not scanned", 0),
                        ("csf", "% CSF-like", 0), ("gm", "% GM-like", 0), ("wm", "% WM-like", 0),
                        ("rim<4", "% rim <4 mm", 0), ("rim4-10", "% 4–10 mm", 0), ("rim>10", "% >10 mm", 0),
                        ("inferior", "% inferior", 0), ("middle", "% mid z", 0), ("superior", "% superior", 0),
@@ -525,7 +569,9 @@ def fold_section(fold: str, result: dict) -> str:
              "", f"Threshold {result['threshold']:.4f} ({result['preset']}). Phases measured: "
              f"{'; '.join(result['phases_done']) or 'none yet'}"
              + (f"; still running when this was written: {result['in_progress']} (partial)"
-                if result.get("in_progress") else "") + ".", "",
+                if result.get("in_progress") else "") + "."
+             + (" Rebuilt with `--cached-only` from the cases an interrupted run had finished: a case the run "
+                "had not reached is a missing row, not a zero." if result.get("cached_only") else ""), "",
              "**Tumours** (MRBrainTumor1/2 as they are and re-acquired):", "",
              markdown(result["tumour"], labelled_columns), "",
              "**Held-out healthy scans** (native and re-acquired at 6.5 mm; where the flagged voxels sit, % of them):", "",
