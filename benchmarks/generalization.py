@@ -176,6 +176,16 @@ def tissue_classes(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, classes, 0).astype(np.uint8)
 
 
+def lesion_kind(index: int) -> tuple[str, bool, int]:
+    """``(kind, bright, tissue class)`` of lesion ``index``: (blob|draem) × (bright|dark) × (GM=2|WM=3)."""
+    return ("blob", "draem")[index % 2], (index // 2) % 2 == 0, 2 if (index // 4) % 2 == 0 else 3
+
+
+def lesion_name(host: str, index: int) -> str:
+    kind, bright, tissue = lesion_kind(index)
+    return f"{host}+{kind}_{'bright' if bright else 'dark'}_{'gm' if tissue == 2 else 'wm'}_{index}"
+
+
 def insert_lesion(case: Case, index: int, seed: int) -> Case:
     """A 3D lesion in ``case`` (volume log-uniform in :data:`LESION_ML`), its kind cycling with ``index``:
     (blob|DRAEM) × (bright|dark) × (grey|white matter centre).
@@ -189,9 +199,7 @@ def insert_lesion(case: Case, index: int, seed: int) -> Case:
     whose intensity changed by ≥ 0.05.
     """
     rng = np.random.default_rng(seed)
-    kind = ("blob", "draem")[index % 2]
-    bright = (index // 2) % 2 == 0
-    tissue = 2 if (index // 4) % 2 == 0 else 3
+    kind, bright, tissue = lesion_kind(index)
     volume_ml = float(np.exp(rng.uniform(*np.log(LESION_ML))))
     voxels = volume_ml * 1000.0 / 8.0  # 2 mm voxels
     classes = tissue_classes(case.image, case.mask)
@@ -219,9 +227,7 @@ def insert_lesion(case: Case, index: int, seed: int) -> Case:
         image = case.image + (change if bright else -change)
     changed = np.abs(image - case.image) >= 0.05
     truth = shape & changed
-    name = (f"{case.name}+{kind}_{'bright' if bright else 'dark'}_{'gm' if tissue == 2 else 'wm'}"
-            f"_{truth.sum() * 8 / 1000:.1f}ml")
-    return Case(name, np.clip(image, 0.0, 1.0) * case.mask, case.mask, truth, case.info)
+    return Case(lesion_name(case.name, index), np.clip(image, 0.0, 1.0) * case.mask, case.mask, truth, case.info)
 
 
 # ---------------------------------------------------------------- scoring and measures
@@ -436,6 +442,8 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
         except NotCached:
             continue
         for index in range(args.lesions_per_host):
+            if CACHED_ONLY and not (work / "scores" / fold / f"{lesion_name(name, index)}.npz").is_file():
+                continue
             lesion = insert_lesion(host, index, LESION_SEED + 101 * host_index + index)
             if lesion.labels.sum() < 20:
                 LOG.warning("%s: lesion too small after clipping, skipped", lesion.name)
