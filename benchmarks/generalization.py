@@ -56,7 +56,9 @@ from AnomalySegLib.evaluation import resolve_threshold
 from AnomalySegLib.metrics import auprc, best_dice, dice
 from AnomalySegLib.pipeline import default_model_path
 from AnomalySegLib.preprocessing.pipeline import preprocess_image
+from AnomalySegLib.preprocessing.model_space import resample_to_model
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.preprocessing.template import load_template
 from AnomalySegLib.scoring.anomaly_score import binarize
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
@@ -299,8 +301,25 @@ def healthy_row(case: Case, scores: dict, threshold: float, scorer: AnomalyScore
     return {"case": case.name, "flagged_ml": ml, "findings": findings, "empty": empty, **where(mask, case)}
 
 
-def diagnosis_row(case: Case, scores: dict, scorer: AnomalyScorer) -> dict:
-    """Where ŷ > 0.5 versus the rest of the brain: intensity, residual, rim distance, residual bias."""
+def template_on_grid(spec: PreprocessingSpec) -> np.ndarray:
+    """The preprocessing template's skull-stripped T1 on the model grid ``[Z, Y, X]`` (model space is
+    template space: identity transform)."""
+    template = load_template(spec.template)
+    return sitk.GetArrayFromImage(resample_to_model(template.t1_brain, sitk.Transform(), spec.grid)).astype(np.float32)
+
+
+def local_correlation(a: np.ndarray, b: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """Gaussian-windowed (σ in voxels) Pearson correlation of two volumes, voxel by voxel."""
+    mean_a, mean_b = ndimage.gaussian_filter(a, sigma), ndimage.gaussian_filter(b, sigma)
+    cov = ndimage.gaussian_filter(a * b, sigma) - mean_a * mean_b
+    var_a = ndimage.gaussian_filter(a * a, sigma) - mean_a ** 2
+    var_b = ndimage.gaussian_filter(b * b, sigma) - mean_b ** 2
+    return cov / np.sqrt(np.maximum(var_a * var_b, 1e-8))
+
+
+def diagnosis_row(case: Case, scores: dict, template: np.ndarray) -> dict:
+    """Where ŷ > 0.5 versus the rest of the brain: intensity, residual, rim distance, residual bias, and the
+    local correlation with the template (low = registration residue or anatomy unlike the template's)."""
     brain = scores["mask"].astype(bool)
     fires = (scores["probability"] > FIRES) & brain
     rest = brain & ~fires
@@ -319,6 +338,8 @@ def diagnosis_row(case: Case, scores: dict, scorer: AnomalyScorer) -> dict:
             "wm_bias_cv": float(smooth_wm[wm].std() / smooth_wm[wm].mean()),
             "wm_local_ratio_fires": mean(smooth_wm, fires & wm) / mean(smooth_wm, wm),
             "registration_metric": float(case.info["registration"]["metric"]),
+            "template_ncc_fires": mean(local_correlation(x, template), fires),
+            "template_ncc_rest": mean(local_correlation(x, template), rest),
             "mask_source": case.info["mask_source"]}
 
 
@@ -389,6 +410,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     spec = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {}))
     threshold, preset = resolve_threshold(bundle, None)
     scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
+    template = template_on_grid(spec)
     work = args.work / fold
     LOG.info("fold %s: model %s, threshold %.4f (%s)", fold, setup["model"], threshold, preset)
     result.update({"bundle": bundle, "threshold": threshold, "preset": preset, "model": setup["model"],
@@ -424,7 +446,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
             continue
         result["healthy"].append(healthy_row(case, scores, threshold, scorer))
         if not args.skip_diagnosis:
-            result["diagnosis"].append(diagnosis_row(case, scores, scorer))
+            result["diagnosis"].append(diagnosis_row(case, scores, template))
             result["experiments"].append(cheap_experiments(scorer, case, scores))
         LOG.info("%s", result["healthy"][-1])
     phase("healthy scans as they are, diagnosis")
@@ -549,6 +571,8 @@ def fold_section(fold: str, result: dict) -> str:
                          ("abs_residual_fires", "\\|x−x̂\\| fires", 3), ("abs_residual_rest", "\\|x−x̂\\| rest", 3),
                          ("rim_mm_fires", "rim mm fires (median)", 0), ("rim_mm_rest", "rim mm rest", 0),
                          ("wm_bias_cv", "WM bias CV", 3), ("wm_local_ratio_fires", "local WM level at fires", 3),
+                         ("template_ncc_fires", "local corr. with template, fires", 2),
+                         ("template_ncc_rest", "… rest", 2),
                          ("registration_metric", "registration MI", 3), ("mask_source", "mask", 0)]
     experiment_columns = [("case", "case", 0), ("fires_ml", "ŷ>0.5 ml", 1), ("flagged_ml", "flagged ml", 1),
                           ("fires_ml_inside_tight", "ŷ>0.5 ml inside mask−4 mm", 1),
