@@ -161,7 +161,7 @@ def _qc_title(case_id: str, result: SegmentationResult) -> str:
     findings = result.findings
     title = (f"{case_id}: {findings.volume_ml:.1f} ml in {findings.components} finding(s), "
              f"threshold {result.threshold:.3f} ({result.threshold_source})")
-    fraction = result.info.get("scored_brain_fraction")
+    fraction = result.info.scored_brain_fraction
     if fraction is not None:
         title += f"\nscored: {100 * fraction:.0f} % of the brain (inside the dashed box); the rest was not looked at"
     return title

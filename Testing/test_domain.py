@@ -76,8 +76,8 @@ def test_thick_slice_versions_pass_flagged(segmenter, real_data, caplog, name, t
     assert any(flagged[0] in record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
     if name == "mrhead":  # the warnings and measures reach the result (one network pass: done once)
         result = segmenter.finish(prepared, segmenter.resolve_threshold("val"))
-        assert result.info["qc_warnings"] == report.warnings
-        assert result.info["domain"] == report.measures
+        assert result.info.qc_warnings == report.warnings
+        assert result.info.domain == report.measures
 
 
 # --- refused: not a brain MRI, or not usable as one -----------------------------------------------

@@ -71,8 +71,8 @@ def test_segment_applies_the_bundles_clean_up(segmented):
     np.testing.assert_array_equal(mask, apply_operating_point(scores, spacing, threshold, CLEAN_UP))
     raw = scores > threshold
     assert 0 < mask.sum() < raw.sum()  # the clean-up did something, and something is left
-    assert result.info["operating_point"] == {"threshold": threshold, "source": "user", **CLEAN_UP.to_dict()}
-    assert 0.5 < result.info["scored_brain_fraction"] < 1.0  # the 100 mm box misses part of the brain
+    assert result.info.operating_point == {"threshold": threshold, "source": "user", **CLEAN_UP.to_dict()}
+    assert 0.5 < result.info.scored_brain_fraction < 1.0  # the 100 mm box misses part of the brain
 
 
 def test_evaluate_native_uses_the_same_mask(segmented, cleaned_bundle, real_data, tmp_path):

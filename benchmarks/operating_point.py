@@ -74,8 +74,8 @@ def anomaly_map(segmenter: AnomalySegmenter, image_name: str, cache: Path | None
         cache.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(result.anomaly_map, str(cached))
         cached.with_suffix("").with_suffix(".json").write_text(
-            json.dumps({"scored_brain_fraction": result.info["scored_brain_fraction"]}), encoding="utf-8")
-    return result.anomaly_map, float(result.info["scored_brain_fraction"])
+            json.dumps({"scored_brain_fraction": result.info.scored_brain_fraction}), encoding="utf-8")
+    return result.anomaly_map, float(result.info.scored_brain_fraction)
 
 
 def evaluate_case(segmenter: AnomalySegmenter, image_name: str, old_threshold: float,

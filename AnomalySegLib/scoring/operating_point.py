@@ -104,7 +104,7 @@ class OperatingPoint:
         return apply_operating_point(score, voxel_size_mm, self.threshold, self.clean_up, region)
 
     def to_info(self) -> dict[str, Any]:
-        """What ``result.info["operating_point"]`` holds (JSON-ready)."""
+        """What ``result.info.operating_point`` holds (JSON-ready)."""
         return {"threshold": float(self.threshold), "source": self.source, **self.clean_up.to_dict()}
 
 
