@@ -24,3 +24,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: ``evaluate --protocol``: ``default`` (the bundle's operating point) or ``paper`` (Table 1 as the authors'
 #: code computes it, no clean-up).
 PROTOCOLS = ("default", "paper")
+#: ``prepare-dataset --splits``: seeded folds per dataset, or the authors' published split lists.
+SPLIT_KINDS = ("seeded", "paper")
+#: Brain mask of skull-on scans: the template's mask through the registration, or learned extraction.
+BRAIN_MASK_METHODS = ("template", "learned")
+#: Seed of the paper's DRAEM-synthetic IXI test set (the authors' experiment seed).
+DRAEM_TEST_SET_SEED = 3141

@@ -1,9 +1,26 @@
 """Synthetic anomalies for self-supervised Stage II training and for tests."""
 
-from AnomalySegLib.anomalies.draem import DraemAnomalyGenerator, SyntheticAnomalies
-from AnomalySegLib.anomalies.lesion import LesionAnomalyGenerator
-from AnomalySegLib.anomalies.mixture import AnomalyGenerator, AnomalyMixture
-from AnomalySegLib.anomalies.sphere import SphereAnomalyGenerator
+# Names load on first use (PEP 562): the torch-free volume lesions (calibration's option defaults)
+# must not import torch through the slice generators.
 
-__all__ = ["AnomalyGenerator", "AnomalyMixture", "DraemAnomalyGenerator", "LesionAnomalyGenerator",
-           "SphereAnomalyGenerator", "SyntheticAnomalies"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AnomalyGenerator": "AnomalySegLib.anomalies.mixture",
+    "AnomalyMixture": "AnomalySegLib.anomalies.mixture",
+    "DraemAnomalyGenerator": "AnomalySegLib.anomalies.draem",
+    "LesionAnomalyGenerator": "AnomalySegLib.anomalies.lesion",
+    "SphereAnomalyGenerator": "AnomalySegLib.anomalies.sphere",
+    "SyntheticAnomalies": "AnomalySegLib.anomalies.draem",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AnomalySegLib.datasets.draem_test_set import DEFAULT_SEED, make_draem_test_set
+from AnomalySegLib.choices import DRAEM_TEST_SET_SEED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,12 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", type=Path, metavar="SRC", help="folder of preprocessed healthy case folders")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DRAEM_TEST_SET_SEED, help="seed (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders in OUT")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from AnomalySegLib.datasets.draem_test_set import make_draem_test_set
+
     written = make_draem_test_set(args.source, args.output, seed=args.seed, overwrite=args.overwrite)
     print(f"{args.output}: {len(written)} DRAEM test cases (seed {args.seed})")
     return 0

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from AnomalySegLib.cli_common import exit_status
 from AnomalySegLib.datasets.layouts import LAYOUTS
-from AnomalySegLib.datasets.prepare import SPLIT_KINDS
-from AnomalySegLib.preprocessing.spec import BRAIN_MASK_METHODS
+from AnomalySegLib.choices import BRAIN_MASK_METHODS, SPLIT_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 import torch
 
 from AnomalySegLib.anomalies.draem import DraemAnomalyGenerator
+from AnomalySegLib.choices import DRAEM_TEST_SET_SEED
 from AnomalySegLib.errors import OutputExistsError
 from AnomalySegLib.preprocessing.case_folder import (
     IMAGE_FILE,
@@ -36,7 +37,7 @@ from AnomalySegLib.preprocessing.case_folder import (
     load_case,
 )
 
-DEFAULT_SEED = 3141  # the authors' experiment seed
+DEFAULT_SEED = DRAEM_TEST_SET_SEED
 
 
 def case_generator(seed: int, case_id: str) -> torch.Generator:

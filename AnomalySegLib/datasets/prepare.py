@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from AnomalySegLib.batch import BatchReport, run_batch
+from AnomalySegLib.choices import SPLIT_KINDS
 from AnomalySegLib.datasets.layouts import DatasetFiles, get_layout
 from AnomalySegLib.datasets.splits import make_paper_splits, make_splits
 from AnomalySegLib.errors import InputError
@@ -32,7 +33,6 @@ CASES_DIR = "cases"
 SPLITS_FILE = "splits.json"
 DATASET_FILE = "dataset.json"
 FOLDS_DIR = "folds"
-SPLIT_KINDS = ("seeded", "paper")
 SUBSETS = ("train", "val", "test", "labelled_train", "labelled_val")
 
 

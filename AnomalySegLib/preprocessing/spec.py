@@ -16,11 +16,13 @@ convention (anterior up, patient left on the right).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from AnomalySegLib.choices import BRAIN_MASK_METHODS
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.spec_io import JsonSpec, SpecError
 
@@ -112,7 +114,6 @@ class BrainMaskSpec:
         _check(self.method in BRAIN_MASK_METHODS, "brain_mask.method", f"must be one of {BRAIN_MASK_METHODS}")
 
 
-BRAIN_MASK_METHODS = ("template", "learned")
 
 
 def with_brain_mask_method(spec: "PreprocessingSpec", method: str) -> "PreprocessingSpec":
