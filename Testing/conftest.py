@@ -27,6 +27,17 @@ from AnomalySegLib.training.seg_training import train_seg
 # CI and developer machines have 2 cores; more threads only oversubscribe them.
 torch.set_num_threads(2)
 
+#: Session fixtures that train networks or preprocess real volumes (minutes on 2 cores when their cache
+#: is cold). Every test that uses one, directly or through another fixture, is marked ``slow``, so that
+#: ``make test-fast`` (``-m "not slow"``) leaves it out; ``make test`` runs everything.
+SLOW_FIXTURES = frozenset({"healthy_cases", "tiny_bundle"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def real_data() -> Callable[[str], Path]:
