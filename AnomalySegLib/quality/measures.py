@@ -67,12 +67,13 @@ def model_space_measures(case: PreprocessedCase, reference_histogram: np.ndarray
     template_image, template_core = _template_on_grid(case.spec.template, case.spec.grid)
     sigma = [SIMILARITY_SMOOTHING_MM / s for s in reversed(case.spec.grid.spacing)]  # [z, y, x] voxels
     matrix = np.asarray(case.transform.GetMatrix(), float).reshape(3, 3)
+    # judged in this order: a brain mostly outside the field of view explains a poor correlation
     measures = {
+        "fov_brain_fraction": _fov_brain_fraction(case),
+        "head_tilt_deg": _rotation_angle_deg(matrix),
         "registration_similarity": _normalized_correlation(ndimage.gaussian_filter(image, sigma), template_image,
                                                            mask & template_core),
         "brain_volume_ml": _template_brain_ml(case.spec.template) * abs(float(np.linalg.det(matrix))),
-        "fov_brain_fraction": _fov_brain_fraction(case),
-        "head_tilt_deg": _rotation_angle_deg(matrix),
     }
     if reference_histogram is not None:
         measures["intensity_distance"] = intensity_distance(brain_histogram(image, mask), reference_histogram)
