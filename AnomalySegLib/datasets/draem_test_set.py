@@ -4,8 +4,8 @@ Each healthy test case (a preprocessed case folder, e.g. ``OUT/folds/fold0/test/
 ``prepare-dataset ixi --splits paper``) gets DRAEM anomalies (:class:`~AnomalySegLib.anomalies.draem.
 DraemAnomalyGenerator`, the paper's parameters) in every axial slice that holds brain, and becomes a
 labelled case folder: ``image.nii.gz`` with the anomalies, ``labels.nii.gz`` where they are, the same
-mask, transform and geometry. The draws of a case depend only on ``seed`` and the case id (a CRC32 of
-it), so the set is the same on every machine, in any order and for any subset of cases.
+mask, transform and geometry. The draws of a case depend only on ``seed`` and the case id (a hash of
+both), so the set is the same on every machine, in any order and for any subset of cases.
 
 Anomalies are kept inside the brain mask: the score maps are zero outside it, so labels there could not
 be found by any model (the authors' evaluation code does not say how its DRAEM test volumes were made;
@@ -14,10 +14,10 @@ docs/evaluation.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -41,8 +41,10 @@ DEFAULT_SEED = DRAEM_TEST_SET_SEED
 
 
 def case_generator(seed: int, case_id: str) -> torch.Generator:
-    """The generator of one case's draws: seeded by ``seed`` and the CRC32 of its id (stable across runs)."""
-    return torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(case_id.encode("utf-8")))
+    """The generator of one case's draws, seeded by a hash of ``seed`` and the case id (stable across
+    runs). The hash has 32 bits: torch's CPU generator (MT19937) uses only the low 32 bits of a seed."""
+    digest = hashlib.sha256(f"{seed}/{case_id}".encode("utf-8")).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:4], "little"))
 
 
 def draem_volume(image: np.ndarray, mask: np.ndarray, generator: torch.Generator,
