@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,6 @@ from AnomalySegLib.reporting.findings import Findings, summarize_findings
 from AnomalySegLib.resources import resources_dir
 from AnomalySegLib.scoring.anomaly_score import binarize
 from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores, score_halving_on_oom
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "default"
 THRESHOLD_PRESETS = ("val", "fpr1", "fpr5", "fpr10")
