@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +45,6 @@ from AnomalySegLib.scoring.operating_point import (
     voxel_size_zyx,
 )
 from AnomalySegLib.scoring.volume import AnomalyScorer, VolumeScores, score_halving_on_oom
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "default"
 __all__ = ["THRESHOLD_PRESETS", "AnomalySegmenter", "SegmentationResult", "PreparedCase", "default_model_path"]
