@@ -8,6 +8,7 @@ freezes; its results are imported into the scene by ``AnomalySegModuleLib.SceneG
 # No "from __future__ import annotations": parameterNodeWrapper reads the annotations as types.
 import enum
 import importlib
+import json
 import logging
 import shutil
 import sys
@@ -122,8 +123,9 @@ class AnomalySegParameterNode:
     model - bundle folder ("" = the engine's default); thresholdPreset - a preset of that bundle;
         outputFolder - "" = temporary files. Their widgets' items depend on the bundle and the
         user's folders, so the widget keeps these three in step itself.
-    anomalyMap, anomalySegmentation, segmentId, threshold, qcWarnings - the last results, so that a
-        reloaded scene can still be re-thresholded and shows its warnings.
+    anomalyMap, anomalySegmentation, segmentId, threshold, qcWarnings, cleanUp - the last results, so
+        that a reloaded scene can still be re-thresholded with the model's rule (cleanUp: JSON of the
+        engine's clean-up, "" = none) and shows its warnings.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -139,6 +141,7 @@ class AnomalySegParameterNode:
     segmentId: str = ""
     threshold: float = 0.0
     qcWarnings: list[str]
+    cleanUp: str = ""
 
 
 #
@@ -558,7 +561,7 @@ class AnomalySegLogic(ScriptedLoadableModuleLogic):
         """Re-threshold the stored anomaly map with the engine's rule (no network run); returns the new
         statistics (also stored in ``results.statistics``)."""
         statistics = SceneGlue.thresholdAnomalyMap(results.anomalyMapNode, results.segmentationNode,
-                                                   results.segmentId, threshold)
+                                                   results.segmentId, threshold, cleanUp=results.cleanUp)
         results.statistics = statistics
         return statistics
 
@@ -570,6 +573,7 @@ class AnomalySegLogic(ScriptedLoadableModuleLogic):
         parameterNode.segmentId = results.segmentId
         parameterNode.threshold = results.statistics.threshold
         parameterNode.qcWarnings = list(results.qcWarnings)
+        parameterNode.cleanUp = json.dumps(results.cleanUp.to_dict()) if results.cleanUp is not None else ""
 
     @staticmethod
     def resultsFromParameterNode(parameterNode: AnomalySegParameterNode) -> Optional[SceneGlue.ImportedResults]:
@@ -578,7 +582,8 @@ class AnomalySegLogic(ScriptedLoadableModuleLogic):
         if not (node.inputVolume and node.anomalyMap and node.anomalySegmentation and node.segmentId):
             return None
         return SceneGlue.resultsFromNodes(node.inputVolume, node.anomalyMap, node.anomalySegmentation,
-                                          node.segmentId, node.threshold, qcWarnings=list(node.qcWarnings))
+                                          node.segmentId, node.threshold, qcWarnings=list(node.qcWarnings),
+                                          cleanUp=SceneGlue.cleanUpOf(json.loads(node.cleanUp)) if node.cleanUp else None)
 
     def _onTimer(self) -> None:
         if self._run.poll():

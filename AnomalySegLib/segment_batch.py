@@ -285,7 +285,8 @@ def case_row(case: CaseInput, result: SegmentationResult, settings: CaseSettings
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     """What the ``case_done`` progress event carries (the Slicer module reads it)."""
-    keys = ("volume_ml", "components", "threshold", "threshold_source", "qc_warnings", "device", "precision")
+    keys = ("volume_ml", "components", "threshold", "threshold_source", "qc_warnings", "device", "precision",
+            "operating_point")
     return {key: row.get(key) for key in keys}
 
 

@@ -56,6 +56,8 @@ class ImportedResults:
     the engine's findings table at its threshold (empty when it wrote none); after re-thresholding
     the current table is ``statistics.table``. ``device``/``precision``: what the engine ran on.
     ``reused``: the engine found the case finished earlier with the same settings and did not run.
+    ``cleanUp``: the model's clean-up the engine applied after its threshold (``None``: none); the
+    sensitivity slider re-thresholds with it, so its mask equals what ``segment`` writes.
     """
 
     inputVolume: "slicer.vtkMRMLScalarVolumeNode"
@@ -69,6 +71,7 @@ class ImportedResults:
     device: str = ""
     precision: str = ""
     reused: bool = False
+    cleanUp: "CleanUp | None" = None
 
     @property
     def currentFindings(self) -> list[FindingRow]:
@@ -131,10 +134,20 @@ def importResults(
     return ImportedResults(inputVolume, reconstructionNode, anomalyMapNode, segmentationNode, segmentId, statistics)
 
 
+def cleanUpOf(operatingPoint: "dict | None") -> "CleanUp | None":
+    """The clean-up of the engine's ``operating_point`` record (``case_done`` event, ``_result.json``);
+    ``None`` when the record is missing (an engine before the operating-point rule)."""
+    if not operatingPoint:
+        return None
+    from AnomalySegLib.scoring.operating_point import CLEAN_UP_KEYS, CleanUp
+
+    return CleanUp(**{key: float(operatingPoint.get(key, 0.0)) for key in CLEAN_UP_KEYS})
+
+
 def resultsFromNodes(inputVolume: "slicer.vtkMRMLScalarVolumeNode",
                      anomalyMapNode: "slicer.vtkMRMLScalarVolumeNode",
                      segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str, threshold: float,
-                     qcWarnings: list[str] | None = None) -> ImportedResults:
+                     qcWarnings: list[str] | None = None, cleanUp: "CleanUp | None" = None) -> ImportedResults:
     """The results of an earlier run from the nodes a scene kept (e.g. a reloaded ``.mrb``).
 
     The statistics and the findings table are computed again from the segment as it is, so the
@@ -147,7 +160,7 @@ def resultsFromNodes(inputVolume: "slicer.vtkMRMLScalarVolumeNode",
         raise ValueError(f"{segmentationNode.GetName()} has no segment {segmentId!r}")
     statistics = anomalyStatistics(anomalyMapNode, segmentationNode, segmentId, threshold)
     return ImportedResults(inputVolume, None, anomalyMapNode, segmentationNode, segmentId, statistics,
-                           qcWarnings=list(qcWarnings or []))
+                           qcWarnings=list(qcWarnings or []), cleanUp=cleanUp)
 
 
 def styleAnomalySegment(segmentationNode: "slicer.vtkMRMLSegmentationNode", segmentId: str) -> None:

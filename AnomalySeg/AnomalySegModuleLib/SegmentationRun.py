@@ -169,6 +169,7 @@ class SegmentationRun:
                 threshold=None if threshold is None else float(threshold),
                 importReconstruction=self.importReconstruction, showIn3D=self.showIn3D)
             results.qcWarnings = [str(warning) for warning in fields.get("qc_warnings") or []]
+            results.cleanUp = SceneGlue.cleanUpOf(fields.get("operating_point"))
             results.findingsTable = self._engineFindings(fields.get("findings_csv"))
             results.device, results.precision, results.reused = self.device, self.precision, reused
             return results, ""
