@@ -173,6 +173,17 @@ def test_rethresholding_applies_the_engines_clean_up(imported, results):
     assert statistics.findings == ndimage.label(expected, structure=np.ones((3, 3, 3)))[1]
 
 
+def test_engines_operating_point_record_gives_the_sliders_clean_up():
+    """The clean-up the engine reports (``case_done``/``_result.json`` ``operating_point``) is what the
+    slider applies; without a record (an older engine) the slider thresholds alone."""
+    from AnomalySegLib.scoring.operating_point import CleanUp, OperatingPoint
+
+    clean_up = CleanUp(rim_erosion_mm=2.0, median_mm=6.0, min_finding_ml=0.25)
+    record = OperatingPoint(0.4, "val", clean_up).to_info()
+    assert SceneGlue.cleanUpOf(record) == clean_up
+    assert SceneGlue.cleanUpOf(None) is None and SceneGlue.cleanUpOf({}) is None
+
+
 def test_threshold_is_recovered_from_the_mask_when_not_reported(results):
     input_path, files, mask = results
     app = build_scene()
