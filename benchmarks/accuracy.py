@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, cases in (("tumour", tumour), ("synthetic", synthetic), ("healthy", hosts)):
         per_case, curves = evaluate_cases(scorer, cases, threshold, progress=lambda case: LOG.info("scoring %s", case))
         variants = [v for v in ("combined", "stage1", "unet") if any(v in c.metrics for c in per_case)]
-        results[name] = EvaluationResult(str(model), name, threshold, preset, 0, variants, per_case, curves)
+        results[name] = EvaluationResult(str(model), name, threshold, preset, 0, variants, per_case,
+                                         pr_curves=curves)
         if args.reports:
             write_report(results[name], args.reports / name, overwrite=True)
     scoring_s = time.perf_counter() - start

@@ -232,7 +232,8 @@ def evaluate_bundle(
                                      native_folders=native_folders, clean_up=clean_up,
                                      voxel_size_mm=voxel_size_zyx(grid.spacing))
     used = [variant for variant in (COMBINED, STAGE1, UNET) if any(variant in case.metrics for case in results)]
-    return EvaluationResult(str(model), str(data), value, name, seed, used, results, curves, clean_up)
+    return EvaluationResult(str(model), str(data), value, name, seed, used, results, clean_up=clean_up,
+                            pr_curves=curves)
 
 
 def lesion_vanished(case: ModelSpaceCase) -> bool:
