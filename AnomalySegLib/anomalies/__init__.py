@@ -5,22 +5,11 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from AnomalySegLib.lazy_exports import lazy_exports
 
-_EXPORTS = {
-    "AnomalyGenerator": "AnomalySegLib.anomalies.mixture",
-    "AnomalyMixture": "AnomalySegLib.anomalies.mixture",
-    "DraemAnomalyGenerator": "AnomalySegLib.anomalies.draem",
-    "LesionAnomalyGenerator": "AnomalySegLib.anomalies.lesion",
-    "SphereAnomalyGenerator": "AnomalySegLib.anomalies.sphere",
-    "SyntheticAnomalies": "AnomalySegLib.anomalies.draem",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(__name__, {
+    "mixture": ("AnomalyGenerator", "AnomalyMixture"),
+    "draem": ("DraemAnomalyGenerator", "SyntheticAnomalies"),
+    "lesion": ("LesionAnomalyGenerator",),
+    "sphere": ("SphereAnomalyGenerator",),
+})

@@ -6,20 +6,10 @@ parser needs) does not load the preprocessing pipeline.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from AnomalySegLib.lazy_exports import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "layouts": ("LAYOUTS", "DatasetFiles", "DatasetLayout", "get_layout"),
     "prepare": ("PreparedDataset", "prepare_dataset"),
     "splits": ("make_splits",),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+})

@@ -9,49 +9,13 @@ Public API::
     native = restore_to_native(model_map, reference_image, case.transform, kind="continuous")
 """
 
-# Names are imported from their modules on first use (PEP 562), so that importing one light module of
-# this package does not import SimpleITK through the others (scripts/gpu_check.py runs without it).
-import importlib
-from typing import Any
+# Names load on first use (PEP 562), so that importing one light module of this package does not
+# import SimpleITK through the others (scripts/gpu_check.py runs without it).
+from AnomalySegLib.lazy_exports import lazy_exports
 
-_EXPORTS = {
-    "ModelSpaceCase": "case_folder",
-    "list_cases": "case_folder",
-    "load_case": "case_folder",
-    "read_info": "case_folder",
-    "read_transform": "case_folder",
-    "write_case": "case_folder",
-    "PreprocessedCase": "pipeline",
-    "preprocess_file": "pipeline",
-    "preprocess_image": "pipeline",
-    "restore_to_native": "restore",
-    "ModelGrid": "spec",
-    "PreprocessingSpec": "spec",
-    "SpecError": "spec",
-}
-
-__all__ = [
-    "ModelGrid",
-    "ModelSpaceCase",
-    "PreprocessedCase",
-    "PreprocessingSpec",
-    "SpecError",
-    "list_cases",
-    "load_case",
-    "preprocess_file",
-    "preprocess_image",
-    "read_info",
-    "read_transform",
-    "restore_to_native",
-    "write_case",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__all__, __getattr__ = lazy_exports(__name__, {
+    "case_folder": ("ModelSpaceCase", "list_cases", "load_case", "read_info", "read_transform", "write_case"),
+    "pipeline": ("PreprocessedCase", "preprocess_file", "preprocess_image"),
+    "restore": ("restore_to_native",),
+    "spec": ("ModelGrid", "PreprocessingSpec", "SpecError"),
+})

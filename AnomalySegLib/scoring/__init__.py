@@ -5,29 +5,12 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from AnomalySegLib.lazy_exports import lazy_exports
 
-_EXPORTS = {
-    "THRESHOLD_PRESETS": "AnomalySegLib.scoring.operating_point",
-    "CleanUp": "AnomalySegLib.scoring.operating_point",
-    "OperatingPoint": "AnomalySegLib.scoring.operating_point",
-    "apply_operating_point": "AnomalySegLib.scoring.operating_point",
-    "ScoringConfig": "AnomalySegLib.scoring.anomaly_score",
-    "bisection_dice_threshold": "AnomalySegLib.scoring.thresholds",
-    "combined_score": "AnomalySegLib.scoring.anomaly_score",
-    "dice_at": "AnomalySegLib.scoring.thresholds",
-    "fpr_thresholds": "AnomalySegLib.scoring.thresholds",
-    "median_filter_3d": "AnomalySegLib.scoring.median",
-    "reconstruction_score": "AnomalySegLib.scoring.anomaly_score",
-    "scoring_mask": "AnomalySegLib.scoring.anomaly_score",
-    "ssim_map_3d": "AnomalySegLib.scoring.ssim",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(__name__, {
+    "operating_point": ("THRESHOLD_PRESETS", "CleanUp", "OperatingPoint", "apply_operating_point"),
+    "anomaly_score": ("ScoringConfig", "combined_score", "reconstruction_score", "scoring_mask"),
+    "thresholds": ("bisection_dice_threshold", "dice_at", "fpr_thresholds"),
+    "median": ("median_filter_3d",),
+    "ssim": ("ssim_map_3d",),
+})
