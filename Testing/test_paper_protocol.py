@@ -29,7 +29,7 @@ from AnomalySegLib.evaluation.evaluate import (
 from AnomalySegLib.metrics import best_dice, best_dice_bisection, volume_metrics
 from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, MASK_FILE, ModelSpaceCase, load_case
 from AnomalySegLib.training.config import load_config
-from AnomalySegLib.training.distributed import init_distributed
+from AnomalySegLib.distributed import init_distributed
 from AnomalySegLib.training.loop import LoopSettings, Trainer
 from AnomalySegLib.training.recon_training import parse_config
 from AnomalySegLib.training.seg_training import parse_seg_config

@@ -529,7 +529,7 @@ def ddp_worker(device_name: str, result_file: Path) -> None:
     from AnomalySegLib.diffusion.reconstruction import build_network
     from AnomalySegLib.diffusion.spec import ReconSpec
     from AnomalySegLib.training.config import load_config
-    from AnomalySegLib.training.distributed import init_distributed
+    from AnomalySegLib.distributed import init_distributed
     from AnomalySegLib.training.recon_training import ReconObjective
 
     context = init_distributed(device_name)
