@@ -34,6 +34,7 @@ import torch
 from benchmark_report import publish
 
 from AnomalySegLib import sample_data
+from AnomalySegLib.errors import InputError
 from AnomalySegLib.device import cpu_model
 from AnomalySegLib.metrics import dice
 from AnomalySegLib.pipeline import AnomalySegmenter, default_model_path
@@ -128,6 +129,9 @@ def section(model: Path, segmenter: AnomalySegmenter, old_threshold: float, tumo
     ]
     for name, row in healthy.items():
         role = "chose the operating point" if name in CALIBRATION_SCANS else "untouched"
+        if "refused" in row:
+            lines.append(f"| {name} | {role} | refused: {row['refused'].split(': ', 1)[-1]} | | | | |")
+            continue
         b, a = row["before"], row["after"]
         lines.append(f"| {name} | {role} | {b['ml']:.1f} | {a['ml']:.1f} | {b['findings']} | {a['findings']} "
                      f"| {100 * row['scored']:.0f} % |")
@@ -157,8 +161,12 @@ def main() -> None:
         old_threshold = float(segmenter.bundle.description["scoring"]["calibration"]["previous_thresholds"]["val"])
     tumours = {name: evaluate_case(segmenter, image, old_threshold, (labels, value), args.cache)
                for name, (image, labels, value) in TUMOURS.items()}
-    healthy = {name: evaluate_case(segmenter, name, old_threshold, None, args.cache)
-               for name in (*CALIBRATION_SCANS, *UNTOUCHED_SCANS)}
+    healthy = {}
+    for name in (*CALIBRATION_SCANS, *UNTOUCHED_SCANS):
+        try:
+            healthy[name] = evaluate_case(segmenter, name, old_threshold, None, args.cache)
+        except InputError as error:  # refused by the input checks: reported, not scored
+            healthy[name] = {"refused": str(error)}
     model = args.model.resolve()
     shown = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else model.name
     publish(SECTION, section(Path(shown), segmenter, old_threshold, tumours, healthy), write=not args.no_write)
