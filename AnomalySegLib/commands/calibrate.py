@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and --lesion-copies copies of each with 3D lesion-like anomalies (bright and dark, 0.5-30 ml), and "
         "choose the threshold, rim erosion, median and minimum finding size (the 'val' operating point) "
         "with the best mean lesion Dice among those flagging at most --max-healthy-ml and "
-        "--max-healthy-findings on every unchanged healthy case; the 1/5/10 %% voxel false-positive-rate "
+        "--max-healthy-findings on every unchanged healthy case; the 1/5/10 % voxel false-positive-rate "
         "thresholds come from the same healthy cases. With --val (labelled cases): the threshold that "
         "maximises Dice over their pooled voxels (bisection, the paper's code; replaced by the operating "
         "point when --healthy is given) and, with --beta, the score weight. Everything and what it was "
