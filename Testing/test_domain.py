@@ -114,7 +114,8 @@ def test_non_brain_input_refused(check, real_data, kind, expected):
     elif kind == "upside_down":
         image = domain_inputs.upside_down(read_volume(real_data("mrhead")))
     else:
-        image = domain_inputs.axial_slab(read_volume(real_data("mrhead")))
+        # 64 mm: past the reader's 60 mm minimum field of view, so the domain check itself must refuse it.
+        image = domain_inputs.axial_slab(read_volume(real_data("mrhead")), 64.0)
     with pytest.raises(InputError, match=expected) as refusal:
         run_check(check, image, f"{kind}.nii.gz")
     assert "\n" not in str(refusal.value)
@@ -178,6 +179,6 @@ def test_cli_refuses_noise_with_one_line(tmp_path):
 
 def test_broken_volume_gets_the_validation_message_not_a_refusal(check, real_data):
     """The check validates first: a constant volume is reported as such, not as "noise"."""
-    constant = sitk.Image(32, 32, 32, sitk.sitkFloat32) + 5.0
+    constant = sitk.Image(80, 80, 80, sitk.sitkFloat32) + 5.0  # 80 mm: large enough to be a head
     with pytest.raises(InputError, match="same intensity"):
         check.before_preprocessing(constant, "constant.nii.gz")
