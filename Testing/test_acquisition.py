@@ -53,7 +53,7 @@ def test_clinical_preset_is_axial_slabs_over_the_same_extent(itk_t1):
 
 
 def test_same_seed_same_volume_other_seed_other_volume(real_data):
-    image = sitk.ReadImage(str(real_data("nibabel_anatomical")), sitk.sitkFloat32)
+    image = sitk.ReadImage(str(real_data("someones_anatomy")), sitk.sitkFloat32)
     params = sample_acquisition(5)
     first = sitk.GetArrayFromImage(simulate_acquisition(image, params, seed=11).image)
     again = sitk.GetArrayFromImage(simulate_acquisition(image, params, seed=11).image)
@@ -192,17 +192,17 @@ def test_variant_bank_writes_case_folders_and_resumes(tmp_path, real_data, caplo
 
     from AnomalySegLib.preprocessing.case_folder import load_case, read_info
 
-    real_data("nibabel_anatomical")
+    real_data("someones_anatomy")
     script = Path(__file__).resolve().parent.parent / "scripts" / "build_variant_bank.py"
     spec = importlib.util.spec_from_file_location("build_variant_bank", script)
     bank = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bank)
-    argv = ["--out", str(tmp_path), "--variants", "1", "--sources", "nibabel_anatomical"]
+    argv = ["--out", str(tmp_path), "--variants", "1", "--sources", "someones_anatomy"]
     assert bank.main(argv) == 0
-    folders = sorted(tmp_path.glob("*/nibabel_anatomical/*"))
-    assert [f.name for f in folders] == ["nibabel_anatomical_v000", "nibabel_anatomical_v001"]
+    folders = sorted(tmp_path.glob("*/someones_anatomy/*"))
+    assert [f.name for f in folders] == ["someones_anatomy_v000", "someones_anatomy_v001"]
     simulated = read_info(folders[1])["info"]["acquisition"]
-    assert simulated["identity"] is False and simulated["seed"] == bank.variant_seed("nibabel_anatomical", 1, 0)
+    assert simulated["identity"] is False and simulated["seed"] == bank.variant_seed("someones_anatomy", 1, 0)
     assert AcquisitionParams(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in simulated["params"].items()}) == sample_acquisition(simulated["seed"])
     case = load_case(folders[1])
