@@ -69,7 +69,7 @@ LOG = logging.getLogger("generalization")
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 TUMOURS = {"mrbraintumor1": 9, "mrbraintumor2": 1}
 #: Healthy single-subject scans the bundled default model was not trained on.
-DEFAULT_HELD_OUT = ("itk_kmeans_t1", "someones_anatomy", "nibabel_anatomical", "robex_atlas_t1")
+DEFAULT_HELD_OUT = ("itk_kmeans_t1", "someones_anatomy", "robex_atlas_t1")  # nibabel_anatomical: refused (50 mm FOV)
 REACQUIRED_MM = (5.0, 6.5)
 HEALTHY_REACQUIRED_MM = 6.5
 LESION_ML = (0.5, 30.0)
