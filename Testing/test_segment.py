@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from PIL import Image
 
-from AnomalySegLib.bundle import load_bundle, save_bundle
 from AnomalySegLib.cli import main
 from AnomalySegLib.segment_batch import Prefetcher
 from AnomalySegLib.errors import InputError
@@ -32,6 +32,7 @@ from AnomalySegLib.reporting.results_table import COLUMNS
 from slicer_scene import build_scene
 
 CASE = "tumour"
+THREADS = 2  # CPU threads of every segment run here (CI machines have 2 cores)
 OUTPUT_SUFFIXES = ("_recon.nii.gz", "_anomaly_map.nii.gz", "_anomaly_mask.nii.gz", "_anomaly.seg.nrrd", "_qc.png")
 
 
@@ -48,7 +49,7 @@ def batch_run(tmp_path_factory, real_data, tiny_bundle):
     out = root / "out"
     completed = subprocess.run(
         [sys.executable, "-m", "AnomalySegLib", "segment", str(inputs), "-o", str(out), "--model", str(tiny_bundle),
-         "--device", "cpu", "--progress-format", "json", "--save-intermediate"],
+         "--device", "cpu", "--progress-format", "json", "--save-intermediate", "--threads", str(THREADS)],
         capture_output=True, text=True, encoding="utf-8", timeout=600,
     )
     return {"status": completed.returncode, "inputs": inputs, "out": out, "stdout": completed.stdout,
@@ -179,6 +180,9 @@ def test_bad_model_bundle_is_a_one_line_error(problem, tmp_path, tiny_bundle, re
 
 
 def test_python_api_rethresholds_consistently(batch_run, tiny_bundle, real_data):
+    # The same seed gives the same map at the same number of CPU threads (float sums are ordered by
+    # thread); an earlier test in this process may have set another count.
+    torch.set_num_threads(THREADS)
     segmenter = AnomalySegmenter(tiny_bundle, device="cpu")
     image = sitk.ReadImage(str(real_data("mrbraintumor1")))
     strict = segmenter.segment(image, threshold=segmenter.thresholds["val"] * 1.5)
