@@ -83,7 +83,7 @@ THRESHOLD_SETTINGS = ("threshold", "threshold_source")
 
 
 @dataclass(frozen=True)
-class CaseSettings:
+class CaseSpec:
     """What a case's result depends on besides its input: recorded with the case, compared on a re-run.
 
     Device and precision are not part of it: they change the map by rounding only.

@@ -3,7 +3,7 @@
 The model is loaded once; cases run one after another; a failing case is reported and the run goes
 on. A re-run into the same folder finishes exactly what is unfinished:
 
-- a case finished with the same :class:`~AnomalySegLib.case_info.CaseSettings` (model weights,
+- a case finished with the same :class:`~AnomalySegLib.case_info.CaseSpec` (model weights,
   threshold, seed, mask, intermediates) is skipped;
 - a finished case whose only difference is the threshold is re-thresholded from its saved anomaly
   map (no network pass);
@@ -32,7 +32,7 @@ import SimpleITK as sitk
 
 from AnomalySegLib import __version__
 from AnomalySegLib.batch import BatchReport, CaseOutcome, run_batch
-from AnomalySegLib.case_info import THRESHOLD_SETTINGS, CaseInfo, CaseSettings, StageTimings
+from AnomalySegLib.case_info import THRESHOLD_SETTINGS, CaseInfo, CaseSpec, StageTimings
 from AnomalySegLib.device import describe, set_cpu_threads
 from AnomalySegLib.distributed import DistributedContext, init_distributed
 from AnomalySegLib.errors import AnomalySegError
@@ -174,9 +174,9 @@ class _CaseRunner:
         self.threshold = threshold
         self.prefetcher: Prefetcher | None = None
 
-    def settings(self, case: CaseInput) -> CaseSettings:
+    def settings(self, case: CaseInput) -> CaseSpec:
         mask = self.masks.get(case.case_id)
-        return CaseSettings(model=self.segmenter.model_name, model_sha256=self.segmenter.bundle.fingerprint(),
+        return CaseSpec(model=self.segmenter.model_name, model_sha256=self.segmenter.bundle.fingerprint(),
                             threshold=self.threshold[0], threshold_source=self.threshold[1], seed=self.segmenter.seed,
                             mask=None if mask is None else str(mask), save_intermediate=self.options.save_intermediate)
 
@@ -218,7 +218,7 @@ class _CaseRunner:
         progress.case_done(files, **_summary(row), thresholds=result.thresholds)
         return row
 
-    def _rethreshold(self, case: CaseInput, outputs: CaseOutputs, previous: dict[str, Any], settings: CaseSettings,
+    def _rethreshold(self, case: CaseInput, outputs: CaseOutputs, previous: dict[str, Any], settings: CaseSpec,
                      progress: ProgressReporter) -> dict[str, Any]:
         """Apply the new threshold to the case's saved anomaly map; rewrites mask, segmentation, QC picture."""
         started = time.perf_counter()
@@ -254,7 +254,7 @@ class _CaseRunner:
         return row
 
 
-def case_row(case: CaseInput, result: SegmentationResult, settings: CaseSettings, seconds: float) -> dict[str, Any]:
+def case_row(case: CaseInput, result: SegmentationResult, settings: CaseSpec, seconds: float) -> dict[str, Any]:
     """The results-table row of one segmented case (also its ``<case>_result.json``)."""
     info = result.info
     return {

@@ -12,7 +12,7 @@ from AnomalySegLib.diffusion.reconstruction import RECON_COMPONENT, build_networ
 from AnomalySegLib.diffusion.spec import ReconSpec
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.metrics import best_dice, dice
-from AnomalySegLib.networks.seg_unet import SegUnet, SegUnetConfig
+from AnomalySegLib.networks.seg_unet import SegUnet, SegUnetSpec
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
 from AnomalySegLib.scoring.thresholds import bisection_dice_threshold, dice_at, fpr_thresholds
 from AnomalySegLib.scoring.volume import SEG_COMPONENT, AnomalyScorer
@@ -64,7 +64,7 @@ def untrained_bundle() -> ModelBundle:
     """Real (untrained, seeded) networks of the tiny configs: calibration does not depend on model quality."""
     torch.manual_seed(0)
     spec = ReconSpec.from_dict(load_config("recon_tiny")["model"])
-    seg_config = SegUnetConfig.from_dict(load_config("seg_tiny")["model"])
+    seg_config = SegUnetSpec.from_dict(load_config("seg_tiny")["model"])
     bundle = ModelBundle(description={"noise_levels": [250, 500, 750], "scoring": {"beta": 0.5}})
     bundle.add_component(RECON_COMPONENT, spec.to_dict(), build_network(spec).state_dict())
     bundle.add_component(SEG_COMPONENT, seg_config.to_dict(), SegUnet(seg_config).state_dict())
@@ -159,7 +159,7 @@ def test_scorer_combines_the_terms_as_documented(untrained_scorer, healthy_cases
     np.testing.assert_array_equal(again.anomaly_score, scores.anomaly_score)  # seeded
 
     input_only = AnomalyScorer(
-        untrained_scorer.reconstructor, SegUnet(SegUnetConfig(depth=3, base_channels=8, inputs="input"))
+        untrained_scorer.reconstructor, SegUnet(SegUnetSpec(depth=3, base_channels=8, inputs="input"))
     )
     first = input_only.score(case.image, case.mask, seed=5).segmentation_probability
     other_noise = input_only.score(case.image, case.mask, seed=6).segmentation_probability

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from AnomalySegLib.case_info import SEGMENT_STAGE_NAMES, THRESHOLD_SETTINGS, CaseSettings, StageTimings
+from AnomalySegLib.case_info import SEGMENT_STAGE_NAMES, THRESHOLD_SETTINGS, CaseSpec, StageTimings
 from AnomalySegLib.progress import SEGMENT_STAGES
 
-SETTINGS = CaseSettings(model="m", model_sha256="a" * 64, threshold=0.4, threshold_source="val", seed=0, mask=None,
+SETTINGS = CaseSpec(model="m", model_sha256="a" * 64, threshold=0.4, threshold_source="val", seed=0, mask=None,
                         save_intermediate=False)
 
 
@@ -22,7 +22,7 @@ def test_settings_differences():
     assert dataclasses.replace(SETTINGS, threshold=0.5, threshold_source="user").differences(recorded) == \
         list(THRESHOLD_SETTINGS)
     assert dataclasses.replace(SETTINGS, model_sha256="b" * 64, seed=3).differences(recorded) == ["model_sha256", "seed"]
-    assert SETTINGS.differences(None) == [field.name for field in dataclasses.fields(CaseSettings)]
+    assert SETTINGS.differences(None) == [field.name for field in dataclasses.fields(CaseSpec)]
 
 
 def test_intermediates_made_earlier_serve_a_run_without_them():

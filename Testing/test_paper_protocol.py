@@ -30,7 +30,7 @@ from AnomalySegLib.metrics import best_dice, best_dice_bisection, volume_metrics
 from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, MASK_FILE, ModelSpaceCase, load_case
 from AnomalySegLib.training.config import load_config
 from AnomalySegLib.distributed import init_distributed
-from AnomalySegLib.training.loop import LoopSettings, Trainer
+from AnomalySegLib.training.loop import LoopSpec, Trainer
 from AnomalySegLib.training.recon_training import parse_config
 from AnomalySegLib.training.seg_training import parse_seg_config
 
@@ -77,7 +77,7 @@ def test_trainer_keeps_the_best_validation_weights(tmp_path):
 
     trainer = Trainer(
         model, lambda parameters: torch.optim.SGD(parameters, lr=0.1),
-        LoopSettings(max_steps=6, ema_decay=0.0, grad_clip=None, checkpoint_every=100, validate_every=2,
+        LoopSpec(max_steps=6, ema_decay=0.0, grad_clip=None, checkpoint_every=100, validate_every=2,
                      progress=False, select_best="loss"),
         init_distributed("cpu"), tmp_path,
         batch_fn=lambda step, generator: torch.randn((4, 3), generator=generator),

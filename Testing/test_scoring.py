@@ -10,7 +10,7 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from AnomalySegLib.scoring import (
-    ScoringConfig,
+    ScoringSpec,
     combined_score,
     median_filter_3d,
     reconstruction_score,
@@ -113,15 +113,15 @@ def test_combined_score_hand_checked():
     term = torch.tensor([[[0.2, 0.4, 0.6]]])
     probability = torch.tensor([[[1.0, 0.0, 0.5]]])
     mask = torch.tensor([[[True, True, False]]])
-    half = combined_score(term, probability, mask, ScoringConfig(beta=0.5))
+    half = combined_score(term, probability, mask, ScoringSpec(beta=0.5))
     torch.testing.assert_close(half, torch.tensor([[[0.6, 0.2, 0.0]]]))
-    quarter = combined_score(term, probability, mask, ScoringConfig(beta=0.25))
+    quarter = combined_score(term, probability, mask, ScoringSpec(beta=0.25))
     torch.testing.assert_close(quarter, torch.tensor([[[0.8, 0.1, 0.0]]]))
     stage_one = combined_score(term, None, mask)
     torch.testing.assert_close(stage_one, torch.tensor([[[0.2, 0.4, 0.0]]]))
     with pytest.raises(ValueError, match="beta"):
-        ScoringConfig(beta=1.5)
-    assert ScoringConfig.from_dict({"beta": 0.3, "threshold": 0.7}).beta == 0.3
+        ScoringSpec(beta=1.5)
+    assert ScoringSpec.from_dict({"beta": 0.3, "threshold": 0.7}).beta == 0.3
 
 
 def test_mask_erosion_hand_checked():
@@ -130,4 +130,4 @@ def test_mask_erosion_hand_checked():
     eroded = erode_mask(mask, 1)
     assert eroded.sum() == 2 * 9 and eroded[:, 2:5, 2:5].all()  # in-plane only: both slices keep a 3×3 core
     assert erode_mask(mask, 0).sum() == mask.sum()
-    assert scoring_mask(mask, ScoringConfig(mask_erosion=1)).sum() == 18
+    assert scoring_mask(mask, ScoringSpec(mask_erosion=1)).sum() == 18

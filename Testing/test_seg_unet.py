@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import AnomalySegLib
-from AnomalySegLib.networks.seg_unet import SegUnet, SegUnetConfig
+from AnomalySegLib.networks.seg_unet import SegUnet, SegUnetSpec
 
 CONFIGS = Path(AnomalySegLib.__file__).parent / "configs"
 
@@ -23,7 +23,7 @@ def _parameters(module: torch.nn.Module) -> int:
     [("seg_paper", (64, 128, 256, 512)), ("seg_cpu", (16, 32, 64, 128)), ("seg_tiny", (8, 16, 32))],
 )
 def test_configs_build_networks_of_the_stated_size(name, channels):
-    config = SegUnetConfig.from_dict(json.loads((CONFIGS / f"{name}.json").read_text(encoding="utf-8"))["model"])
+    config = SegUnetSpec.from_dict(json.loads((CONFIGS / f"{name}.json").read_text(encoding="utf-8"))["model"])
     assert config.channels == channels
     network = SegUnet(config)
     logits = network(torch.rand(2, 1, 96, 96), torch.rand(2, 1, 96, 96))
@@ -32,8 +32,8 @@ def test_configs_build_networks_of_the_stated_size(name, channels):
 
 
 def test_siamese_encoder_is_shared_and_both_inputs_matter():
-    residual = SegUnet(SegUnetConfig(depth=3, base_channels=8))
-    input_only = SegUnet(SegUnetConfig(depth=3, base_channels=8, inputs="input"))
+    residual = SegUnet(SegUnetSpec(depth=3, base_channels=8))
+    input_only = SegUnet(SegUnetSpec(depth=3, base_channels=8, inputs="input"))
     # One encoder serves residual and input: the same encoder size as the single-input network.
     assert _parameters(residual.encoder) == _parameters(input_only.encoder)
     assert _parameters(residual.decoder) > _parameters(input_only.decoder)  # concatenated features
@@ -50,15 +50,15 @@ def test_siamese_encoder_is_shared_and_both_inputs_matter():
 
 
 def test_bad_inputs_are_refused():
-    network = SegUnet(SegUnetConfig(depth=3, base_channels=8))
+    network = SegUnet(SegUnetSpec(depth=3, base_channels=8))
     with pytest.raises(ValueError, match="divisible by 4"):
         network(torch.rand(1, 1, 30, 32), torch.rand(1, 1, 30, 32))
     with pytest.raises(ValueError, match="needs the reconstructions"):
         network(torch.rand(1, 1, 32, 32))
     with pytest.raises(ValueError, match=r"unknown SegUnet spec field\(s\): widht"):
-        SegUnetConfig.from_dict({"depth": 3, "widht": 8})
+        SegUnetSpec.from_dict({"depth": 3, "widht": 8})
     with pytest.raises(ValueError, match="inputs must be"):
-        SegUnetConfig(inputs="residual")
+        SegUnetSpec(inputs="residual")
 
 
 def test_learns_an_anomaly_visible_only_in_the_residual():
@@ -78,7 +78,7 @@ def test_learns_an_anomaly_visible_only_in_the_residual():
         labels = (images - reconstructions).abs().gt(0.1).float()
         return images, reconstructions, labels
 
-    network = SegUnet(SegUnetConfig(depth=3, base_channels=8))
+    network = SegUnet(SegUnetSpec(depth=3, base_channels=8))
     optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     for _ in range(80):

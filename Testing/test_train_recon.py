@@ -27,7 +27,7 @@ from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, MASK_FILE, Model
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
 from AnomalySegLib.training.config import load_config
 from AnomalySegLib.distributed import DistributedContext
-from AnomalySegLib.training.loop import METRICS_FILE, TENSORBOARD_DIR, LoopSettings, Trainer
+from AnomalySegLib.training.loop import METRICS_FILE, TENSORBOARD_DIR, LoopSpec, Trainer
 from AnomalySegLib.training.recon_training import ReconObjective, train_recon
 from AnomalySegLib.training.slices import SliceSampler
 
@@ -157,7 +157,7 @@ def test_interrupted_run_saves_a_checkpoint_and_resumes_exactly(healthy_cases, t
         torch.manual_seed(0)
         trainer = Trainer(
             build_network(spec), lambda p: torch.optim.AdamW(p, lr=1e-3),
-            LoopSettings(max_steps=4, checkpoint_every=100, progress=False), CPU, work,
+            LoopSpec(max_steps=4, checkpoint_every=100, progress=False), CPU, work,
             batch_fn=batch_fn, loss_fn=ReconObjective(spec, CPU.device), resume=resume,
         )
         return trainer.fit()

@@ -25,7 +25,7 @@ SegInputs = Literal["residual_and_input", "input"]
 
 
 @dataclass(frozen=True)
-class SegUnetConfig(JsonSpec):
+class SegUnetSpec(JsonSpec):
     """Architecture of a :class:`SegUnet` (stored in model bundles as a dict).
 
     Attributes:
@@ -84,9 +84,9 @@ class _UpBlock(nn.Module):
 class SegUnet(nn.Module):
     """Anomaly segmentation U-Net; :meth:`forward` returns logits ``[B, 1, H, W]``."""
 
-    def __init__(self, config: SegUnetConfig | None = None) -> None:
+    def __init__(self, config: SegUnetSpec | None = None) -> None:
         super().__init__()
-        self.config = config or SegUnetConfig()
+        self.config = config or SegUnetSpec()
         channels = self.config.channels
         # Siamese: features of residual and input are concatenated, doubling the decoder's width.
         width = 2 if self.config.inputs == "residual_and_input" else 1

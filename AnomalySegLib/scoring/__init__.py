@@ -9,7 +9,7 @@ from AnomalySegLib.lazy_exports import lazy_exports
 
 __all__, __getattr__ = lazy_exports(__name__, {
     "operating_point": ("THRESHOLD_PRESETS", "CleanUp", "OperatingPoint", "apply_operating_point"),
-    "anomaly_score": ("ScoringConfig", "combined_score", "reconstruction_score", "scoring_mask"),
+    "anomaly_score": ("ScoringSpec", "combined_score", "reconstruction_score", "scoring_mask"),
     "thresholds": ("bisection_dice_threshold", "dice_at", "fpr_thresholds"),
     "median": ("median_filter_3d",),
     "ssim": ("ssim_map_3d",),

@@ -23,7 +23,7 @@ from AnomalySegLib.spec_io import JsonSpec
 
 
 @dataclass(frozen=True)
-class ScoringConfig(JsonSpec):
+class ScoringSpec(JsonSpec):
     """How anomaly maps are computed (the bundle's "scoring" section holds these; the thresholds and the
     clean-up that turn a map into a mask are :mod:`AnomalySegLib.scoring.operating_point`'s).
 
@@ -52,7 +52,7 @@ def reconstruction_score(
     image: torch.Tensor,
     reconstruction: torch.Tensor,
     brain_mask: torch.Tensor,
-    config: ScoringConfig = ScoringConfig(),
+    config: ScoringSpec = ScoringSpec(),
 ) -> torch.Tensor:
     """x̃ = median((1 − SSIM₃D(x, x̂)) · mask): ``[Z, Y, X]`` float32 ≥ 0.
 
@@ -68,7 +68,7 @@ def combined_score(
     reconstruction_term: torch.Tensor,
     segmentation_probability: torch.Tensor | None,
     brain_mask: torch.Tensor,
-    config: ScoringConfig = ScoringConfig(),
+    config: ScoringSpec = ScoringSpec(),
 ) -> torch.Tensor:
     """AS = (β·x̃ + (1 − β)·ŷ)·mask; with no SegUnet (Stage I only) AS = x̃·mask. ``[Z, Y, X]``."""
     mask = brain_mask.to(torch.float32)
@@ -77,7 +77,7 @@ def combined_score(
     return (config.beta * reconstruction_term + (1.0 - config.beta) * segmentation_probability) * mask
 
 
-def scoring_mask(brain_mask: np.ndarray, config: ScoringConfig = ScoringConfig()) -> np.ndarray:
+def scoring_mask(brain_mask: np.ndarray, config: ScoringSpec = ScoringSpec()) -> np.ndarray:
     """The brain mask after the optional erosion: ``[Z, Y, X]`` bool."""
     return erode_mask(brain_mask, config.mask_erosion)
 

@@ -24,8 +24,8 @@ from AnomalySegLib.diffusion.reconstruction import (
     reconstruct_volume,
 )
 from AnomalySegLib.errors import ModelBundleError
-from AnomalySegLib.networks.seg_unet import SegUnet, SegUnetConfig
-from AnomalySegLib.scoring.anomaly_score import ScoringConfig, combined_score, reconstruction_score, scoring_mask
+from AnomalySegLib.networks.seg_unet import SegUnet, SegUnetSpec
+from AnomalySegLib.scoring.anomaly_score import ScoringSpec, combined_score, reconstruction_score, scoring_mask
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def load_seg_network(bundle: ModelBundle) -> SegUnet:
     component = bundle.component(SEG_COMPONENT)
     where = bundle.path if bundle.path is not None else "<unsaved bundle>"
     try:
-        network = SegUnet(SegUnetConfig.from_dict(component.architecture))
+        network = SegUnet(SegUnetSpec.from_dict(component.architecture))
         network.load_state_dict(component.state_dict, strict=True)
     except (TypeError, ValueError, RuntimeError) as error:
         raise ModelBundleError(where, f"invalid 'seg' component ({error})") from error
@@ -80,7 +80,7 @@ class AnomalyScorer:
     """
 
     def __init__(
-        self, reconstructor: Reconstructor, seg_network: SegUnet | None, config: ScoringConfig = ScoringConfig(),
+        self, reconstructor: Reconstructor, seg_network: SegUnet | None, config: ScoringSpec = ScoringSpec(),
         seg_chunk_size: int = DEFAULT_SEG_CHUNK,
     ) -> None:
         self.reconstructor = reconstructor
@@ -97,7 +97,7 @@ class AnomalyScorer:
         reconstructor = load_reconstructor(bundle, device, precision)
         has_seg = use_seg and SEG_COMPONENT in bundle.components
         seg_network = load_seg_network(bundle) if has_seg else None
-        config = ScoringConfig.from_dict(bundle.section(SCORING_SECTION))
+        config = ScoringSpec.from_dict(bundle.section(SCORING_SECTION))
         return cls(reconstructor, seg_network, config)
 
     @torch.no_grad()

@@ -48,7 +48,7 @@ ValidateFn = Callable[[nn.Module], dict[str, float]]
 
 
 @dataclass
-class LoopSettings:
+class LoopSpec:
     """How long and how to train.
 
     Attributes:
@@ -103,7 +103,7 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer_factory: Callable[[Any], torch.optim.Optimizer],
-        settings: LoopSettings,
+        settings: LoopSpec,
         context: DistributedContext,
         work_dir: str | Path,
         batch_fn: BatchFn,

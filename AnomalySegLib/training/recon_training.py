@@ -46,7 +46,7 @@ from AnomalySegLib.training.case_splits import split_cases
 from AnomalySegLib.distributed import DistributedContext, init_distributed
 from AnomalySegLib.training.loop import TrainingOutcome
 from AnomalySegLib.training.scaffold import build_trainer, provenance, train_and_save, training_folders
-from AnomalySegLib.training.settings import TrainingSettings
+from AnomalySegLib.training.spec import TrainingSpec
 from AnomalySegLib.training.slices import SliceBatch, SliceSampler
 
 LOG = logging.getLogger(__name__)
@@ -56,14 +56,14 @@ CONFIG_KEYS = ("name", "description", "model", "noise_levels", "training")
 
 
 @dataclass(frozen=True)
-class ReconTrainingSettings(TrainingSettings):
+class ReconTrainingSpec(TrainingSpec):
     """The ``"training"`` section of a Stage I configuration (see the module docstring)."""
 
     max_steps: int = 50_000
     augmentation: AugmentationSpec | None = AugmentationSpec()
 
 
-def parse_config(config: dict) -> tuple[ReconSpec, ReconTrainingSettings, tuple[int, ...]]:
+def parse_config(config: dict) -> tuple[ReconSpec, ReconTrainingSpec, tuple[int, ...]]:
     """Model spec, training settings and test noise levels of a configuration dict.
 
     Raises:
@@ -73,7 +73,7 @@ def parse_config(config: dict) -> tuple[ReconSpec, ReconTrainingSettings, tuple[
     try:
         check_keys(config, CONFIG_KEYS, "Stage I configuration key")
         spec = ReconSpec.from_dict(config["model"])
-        settings = ReconTrainingSettings.from_dict(config.get("training", {}))
+        settings = ReconTrainingSpec.from_dict(config.get("training", {}))
         levels = tuple(int(t) for t in config.get("noise_levels", DEFAULT_NOISE_LEVELS))
     except SpecError as error:
         raise InputError(where, f"invalid Stage I configuration: {error}") from error

@@ -24,7 +24,7 @@ from AnomalySegLib.errors import InputError, OutputExistsError
 from AnomalySegLib.training.checkpoint import CHECKPOINT_FILE
 from AnomalySegLib.distributed import DistributedContext, init_distributed, shutdown
 from AnomalySegLib.training.loop import BatchFn, LossFn, Trainer, TrainingOutcome, ValidateFn
-from AnomalySegLib.training.settings import TrainingSettings
+from AnomalySegLib.training.spec import TrainingSpec
 
 
 def training_folders(out: str | Path, work_dir: str | Path | None, *, overwrite: bool,
@@ -48,7 +48,7 @@ def training_folders(out: str | Path, work_dir: str | Path | None, *, overwrite:
 
 def build_trainer(
     build_network: Callable[[], nn.Module],
-    settings: TrainingSettings,
+    settings: TrainingSpec,
     context: DistributedContext,
     work_dir: str | Path,
     *,

@@ -14,7 +14,7 @@ import torch
 from AnomalySegLib.anomalies import AnomalyGenerator
 from AnomalySegLib.diffusion.reconstruction import Reconstructor
 from AnomalySegLib.training.augment import SliceAugmenter
-from AnomalySegLib.training.seg_config import SegTrainingSettings
+from AnomalySegLib.training.seg_config import SegTrainingSpec
 from AnomalySegLib.training.slices import SliceSampler
 
 
@@ -42,7 +42,7 @@ class SegBatchSource:
         healthy: SliceSampler | None,
         labelled: SliceSampler | None,
         anomalies: AnomalyGenerator,
-        settings: SegTrainingSettings,
+        settings: SegTrainingSpec,
         synthetic_count: int,
     ) -> None:
         self.reconstructor = reconstructor
@@ -76,7 +76,7 @@ class SegBatchSource:
         return self.augmenter(images, generator) if self.augmenter else images
 
 
-def synthetic_share(settings: SegTrainingSettings, has_healthy: bool, has_labelled: bool) -> int:
+def synthetic_share(settings: SegTrainingSpec, has_healthy: bool, has_labelled: bool) -> int:
     """Slices per batch drawn from healthy data with synthetic anomalies."""
     if has_healthy and not has_labelled:
         return settings.batch_size

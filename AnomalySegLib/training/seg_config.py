@@ -2,9 +2,9 @@
 
 ::
 
-    {"model": <SegUnetConfig>, "anomalies": <DraemAnomalyGenerator settings>,
+    {"model": <SegUnetSpec>, "anomalies": <DraemAnomalyGenerator settings>,
      "lesions": {"fraction": <share of synthetic slices>, <LesionAnomalyGenerator settings>} (optional),
-     "scoring": <ScoringConfig>,
+     "scoring": <ScoringSpec>,
      "training": {"batch_size", "learning_rate", "optimizer": "adam"|"adamw", "weight_decay", "max_steps",
                   "ema_decay", "grad_clip", "precision", "checkpoint_every", "validate_every", "log_every",
                   "seed", "min_brain_fraction", "dice_weight", "synthetic_fraction", "timestep_range",
@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from AnomalySegLib.anomalies import (AnomalyGenerator, AnomalyMixture, DraemAnomalyGenerator,
                                      LesionAnomalyGenerator)
 from AnomalySegLib.errors import InputError
-from AnomalySegLib.networks.seg_unet import SegUnetConfig
-from AnomalySegLib.scoring.anomaly_score import ScoringConfig
+from AnomalySegLib.networks.seg_unet import SegUnetSpec
+from AnomalySegLib.scoring.anomaly_score import ScoringSpec
 from AnomalySegLib.spec_io import SpecError, check_keys, spec_from_dict
-from AnomalySegLib.training.settings import TrainingSettings
+from AnomalySegLib.training.spec import TrainingSpec
 
 
 @dataclass(frozen=True)
-class SegTrainingSettings(TrainingSettings):
+class SegTrainingSpec(TrainingSpec):
     """The ``"training"`` section of a Stage II configuration (see the module docstring).
 
     Attributes:
@@ -55,13 +55,13 @@ class SegTrainingSettings(TrainingSettings):
 
 
 @dataclass(frozen=True)
-class SegTrainingConfig:
+class SegStageSpec:
     """A parsed Stage II configuration."""
 
-    network: SegUnetConfig
-    training: SegTrainingSettings
+    network: SegUnetSpec
+    training: SegTrainingSpec
     anomalies: AnomalyGenerator
-    scoring: ScoringConfig
+    scoring: ScoringSpec
 
 
 def _tuples(settings: dict) -> dict:
@@ -89,17 +89,17 @@ def anomaly_generator(config: dict) -> AnomalyGenerator:
 CONFIG_KEYS = ("name", "description", "model", "training", "anomalies", "lesions", "scoring")
 
 
-def parse_seg_config(config: dict) -> SegTrainingConfig:
+def parse_seg_config(config: dict) -> SegStageSpec:
     """Parse a configuration dict; :class:`InputError` naming the config and the problem."""
     where = config.get("name", "<config>")
     try:
         check_keys(config, CONFIG_KEYS, "Stage II configuration key")
-        return SegTrainingConfig(
-            network=SegUnetConfig.from_dict(config["model"]),
-            training=SegTrainingSettings.from_dict(config.get("training", {})),
+        return SegStageSpec(
+            network=SegUnetSpec.from_dict(config["model"]),
+            training=SegTrainingSpec.from_dict(config.get("training", {})),
             anomalies=anomaly_generator(config),
             # In a configuration the section holds only these settings (in a bundle also thresholds).
-            scoring=spec_from_dict(ScoringConfig, config.get("scoring", {}), "scoring section"),
+            scoring=spec_from_dict(ScoringSpec, config.get("scoring", {}), "scoring section"),
         )
     except SpecError as error:
         raise InputError(where, f"invalid Stage II configuration: {error}") from error

@@ -1,6 +1,6 @@
 """The ``"training"`` section of a configuration: what every training task shares.
 
-Stage I and Stage II subclass :class:`TrainingSettings` with their own defaults and extra fields.
+Stage I and Stage II subclass :class:`TrainingSpec` with their own defaults and extra fields.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 from AnomalySegLib.training.augment import AugmentationSpec
 from AnomalySegLib.spec_io import JsonSpec
-from AnomalySegLib.training.loop import LoopSettings
+from AnomalySegLib.training.loop import LoopSpec
 
 OPTIMIZERS = ("adamw", "adam")
 
 
 @dataclass(frozen=True)
-class TrainingSettings(JsonSpec):
+class TrainingSpec(JsonSpec):
     """Optimisation, loop and data-sampling settings of a training run.
 
     Attributes:
@@ -60,8 +60,8 @@ class TrainingSettings(JsonSpec):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
 
-    def loop_settings(self, progress: bool) -> LoopSettings:
-        return LoopSettings(
+    def loop_settings(self, progress: bool) -> LoopSpec:
+        return LoopSpec(
             max_steps=self.max_steps,
             precision=self.precision,
             grad_clip=self.grad_clip,
