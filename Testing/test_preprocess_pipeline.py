@@ -22,7 +22,8 @@ from AnomalySegLib.preprocessing import (
 )
 from AnomalySegLib.preprocessing.case_folder import TRANSFORM_FILE
 from AnomalySegLib.preprocessing.model_space import resample_to_model
-from AnomalySegLib.preprocessing.pipeline import MASK_SKULL_STRIPPED_INPUT, MASK_TEMPLATE
+from AnomalySegLib.preprocessing.pipeline import MASK_SKULL_STRIPPED_INPUT, MASK_TEMPLATE, field_of_view
+from AnomalySegLib.preprocessing.spec import WHOLE_BRAIN_GRID, PreprocessingSpec
 from AnomalySegLib.preprocessing.template import load_template
 
 pytestmark = pytest.mark.slow
@@ -182,3 +183,29 @@ def test_given_brain_mask_is_used(real_data):
     _, mask, _ = case.arrays()
     expected = sitk.GetArrayFromImage(resample_to_model(brain, case.transform, ModelGrid(), binary=True)) > 0
     np.testing.assert_array_equal(mask, expected)
+
+
+def test_template_mask_is_cut_to_the_scanned_field_of_view(real_data):
+    """MRHead (skull on, template mask) with the top 70 mm of its field of view (about 45 mm of the head) not scanned, on the whole-brain grid: the
+    brain mask holds only scanned voxels, although the template brain reaches above the cut."""
+    head = sitk.ReadImage(str(real_data("mrhead")), sitk.sitkFloat32)
+    direction = np.array(head.GetDirection()).reshape(3, 3)
+    axis = int(np.argmax(np.abs(direction[2])))  # the index axis that runs along z (superior)
+    start, size = [0, 0, 0], list(head.GetSize())
+    size[axis] -= int(round(70.0 / head.GetSpacing()[axis]))
+    if direction[2, axis] < 0:  # index 0 is the top: keep the far end
+        start[axis] = head.GetSize()[axis] - size[axis]
+    slab = sitk.RegionOfInterest(head, size, start)
+    spec = PreprocessingSpec(grid=WHOLE_BRAIN_GRID)
+
+    case = preprocess_image(slab, spec=spec)
+
+    _, mask, _ = case.arrays()
+    scanned = sitk.GetArrayFromImage(field_of_view(slab, case.transform, spec.grid)) > 0
+    template_brain = sitk.GetArrayFromImage(
+        resample_to_model(load_template().mask, sitk.Transform(), spec.grid, binary=True)) > 0
+    assert case.info["mask_source"] == MASK_TEMPLATE
+    assert (template_brain & ~scanned).sum() > 2000  # ≥ 16 ml of the template brain was not scanned
+    assert mask.any() and not (mask & ~scanned).any()
+    assert (mask == (template_brain & scanned)).all()
+    assert not mask[-3:].any() and mask[:-10].any()  # the top slices of the grid: above the cut

@@ -26,6 +26,7 @@ Usage (background, one thread, low priority)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,6 +35,8 @@ import sys
 import time
 import zlib
 from pathlib import Path
+
+from AnomalySegLib.preprocessing.spec import MODEL_GRIDS
 
 LOG = logging.getLogger("build_variant_bank")
 
@@ -61,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", type=int, default=8, help="simulated acquisitions per single-subject source")
     parser.add_argument("--sources", nargs="+", choices=sorted(SOURCES), default=list(SOURCES))
     parser.add_argument("--model", default=None, help="bundle whose preprocessing spec to use (default: bundled)")
+    parser.add_argument("--grid", choices=sorted(MODEL_GRIDS), default=None,
+                        help="model grid instead of the bundle's (preprocessing/spec.py MODEL_GRIDS)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the simulations")
     parser.add_argument("--threads", type=int, default=1, help="threads for SimpleITK/torch (default 1)")
     return parser.parse_args(argv)
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(Path(args.model) if args.model else default_model_path())
     spec_dict = bundle.description.get("preprocessing", {})
     spec = PreprocessingSpec.from_dict(spec_dict)
+    if args.grid is not None:
+        spec = dataclasses.replace(spec, grid=MODEL_GRIDS[args.grid])
     root = args.out / spec_key(spec.to_dict())
     root.mkdir(parents=True, exist_ok=True)
     (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")

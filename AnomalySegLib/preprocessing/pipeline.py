@@ -5,7 +5,8 @@ Steps (each a tested function in its own module):
 1. validate the input (and the mask, if given);
 2. working image: reorient to LPS, resample to ``spec.working_spacing_mm`` isotropic;
 3. brain-mask source: the given mask, else the input itself if it is already skull-stripped, else the
-   template's mask through the registration (or, with ``spec.brain_mask.method == "learned"``, deepbet);
+   template's mask through the registration, cut to the scanned field of view (or, with
+   ``spec.brain_mask.method == "learned"``, deepbet);
 4. N4 bias field fitted on the shrunk working image (inside the brain mask, or the head for skull-on
    input), applied to the native image through its log field;
 5. affine registration of the bias-corrected working image to the template (skull-stripped template
@@ -37,7 +38,7 @@ from AnomalySegLib.preprocessing.intensity import denoise_curvature_flow, percen
 from AnomalySegLib.preprocessing.model_space import resample_to_model
 from AnomalySegLib.preprocessing.orientation import reorient_to_lps, resample_isotropic
 from AnomalySegLib.preprocessing.registration import register_affine
-from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.preprocessing.spec import ModelGrid, PreprocessingSpec
 from AnomalySegLib.preprocessing.template import load_template
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ def preprocess_image(image: sitk.Image, mask: sitk.Image | None = None,
             model_mask = resample_to_model(working_brain, transform, spec.grid, binary=True)
         else:  # model space is template space: the template's mask needs no transform
             model_mask = resample_to_model(template.mask, sitk.Transform(), spec.grid, binary=True)
+            # the template's brain reaches where the scan may not have looked: score only what was scanned
+            model_mask = sitk.And(model_mask, field_of_view(native, transform, spec.grid))
         model_labels = None if anomaly is None else resample_to_model(anomaly, transform, spec.grid, binary=True)
 
     with _timed(timings, "denoise"):
@@ -204,6 +207,16 @@ def _learned_mask(working: sitk.Image, image_path: str | Path | None) -> sitk.Im
         return learned_brain_mask(working)
     except InputError as error:
         raise InputError(image_path, error.problem) from error
+
+
+def field_of_view(native: sitk.Image, transform: sitk.Transform, grid: ModelGrid) -> sitk.Image:
+    """The model-grid voxels (uint8 0/1) that lie inside ``native``'s scanned volume (its voxel grid),
+    through ``transform`` (template → native), less one model voxel at the cut: those are partly empty
+    after interpolation. The model grid's own border is not eroded."""
+    scanned = sitk.Image(native.GetSize(), sitk.sitkUInt8) + 1
+    scanned.CopyInformation(native)
+    inside = resample_to_model(scanned, transform, grid, binary=True)
+    return sitk.BinaryErode(inside, [1, 1, 1], sitk.sitkBall, 0, 1, True)
 
 
 def geometry(image: sitk.Image) -> dict[str, list]:

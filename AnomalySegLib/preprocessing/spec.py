@@ -41,7 +41,7 @@ class ModelGrid:
 
     size: tuple[int, int, int] = (96, 96, 50)
     spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)
-    # Derived by `from_crop` from the ICBM 2009c brain-mask bounding-box centre (0, 17, 5) mm (LPS);
+    # Derived by `from_crop` from TEMPLATE_BRAIN_CENTRE_MM;
     # Testing/test_preprocessing_steps.py checks the derivation against the committed template.
     origin: tuple[float, float, float] = (-95.0, -78.0, -44.0)
     direction: tuple[float, ...] = IDENTITY_DIRECTION
@@ -228,6 +228,19 @@ def _is_rotation(direction: tuple[float, ...]) -> bool:
            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
     return abs(det - 1.0) < 1e-6
+
+
+#: Centre of the ICBM 2009c brain mask's bounding box (mm, LPS): the centre of the paper's crop.
+TEMPLATE_BRAIN_CENTRE_MM = (0.0, 17.0, 5.0)
+#: The paper's grid (the default): 96×96×50 voxels of 2 mm; the top 30 mm of the cortex and the lower
+#: cerebellum lie outside it. The configuration of ``evaluate --protocol paper``.
+PAPER_GRID = ModelGrid()
+#: The whole brain at the paper's resolution: the paper's crop made 168 mm tall and no slice dropped,
+#: 96×96×84 voxels of 2 mm, z from −78 to +88 mm: the template brain (z −72 … +82 mm, vertex to the
+#: bottom of the cerebellum) with 6 mm to spare above and below. The default model's grid.
+WHOLE_BRAIN_GRID = ModelGrid.from_crop(TEMPLATE_BRAIN_CENTRE_MM, crop_size=(192, 192, 168), drop_slices=(0, 0))
+#: The named grids (``--grid`` of the scripts that build training data).
+MODEL_GRIDS = {"paper": PAPER_GRID, "whole_brain": WHOLE_BRAIN_GRID}
 
 
 def read_spec(path: str | Path) -> PreprocessingSpec:
