@@ -247,3 +247,32 @@ def test_torchrun_two_processes_on_cpu(stage1, healthy_cases, tmp_path):
     assert finished.returncode == 0, finished.stderr[-3000:]
     provenance = load_bundle(out).description["provenance"]["stage2"]
     assert provenance["processes"] == 2 and provenance["steps"] == 2
+
+
+def test_mask_edge_erosion_moves_the_cut_inward_by_at_most_its_radius():
+    """Real brain-mask slices (the template's on the paper grid): each chosen slice loses a rim of 1 or 2
+    pixels, the image is zeroed there and untouched elsewhere; probability 0 changes nothing."""
+    import torch.nn.functional as F
+
+    from AnomalySegLib.preprocessing.model_space import resample_to_model
+    from AnomalySegLib.preprocessing.spec import PAPER_GRID
+    from AnomalySegLib.preprocessing.template import load_template
+    from AnomalySegLib.training.augment import erode_mask_edge
+
+    template = load_template()
+    masks = torch.from_numpy(sitk.GetArrayFromImage(
+        resample_to_model(template.mask, sitk.Transform(), PAPER_GRID, binary=True))[10:40, None].astype("float32"))
+    images = masks * torch.from_numpy(sitk.GetArrayFromImage(
+        resample_to_model(template.t1_brain, sitk.Transform(), PAPER_GRID))[10:40, None]) / 100.0
+
+    same_images, same_masks = erode_mask_edge(images, masks, 0.0, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(same_images, images) and torch.equal(same_masks, masks)
+
+    new_images, new_masks = erode_mask_edge(images, masks, 1.0, 2, torch.Generator().manual_seed(0))
+    eroded_by_2 = 1.0 - F.max_pool2d(1.0 - masks, 5, stride=1, padding=2)
+    assert (new_masks <= masks).all() and (eroded_by_2 <= new_masks).all()
+    lost = (masks - new_masks).sum(dim=(1, 2, 3))
+    assert (lost > 0).all()  # every slice lost a rim
+    assert torch.equal(new_images, images * new_masks)
+    again, _ = erode_mask_edge(images, masks, 1.0, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(again, new_images)

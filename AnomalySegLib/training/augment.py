@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import Compose, RandAdjustContrast, RandBiasField, RandGaussianSmooth
 
@@ -96,3 +97,31 @@ def _ghost(image: torch.Tensor, axis: int, ghosts: int, intensity: float, restor
     shape[axis] = length
     spectrum = spectrum * factor.view(shape).to(spectrum.dtype)
     return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).abs().to(image.dtype)
+
+
+def erode_mask_edge(images: torch.Tensor, masks: torch.Tensor, probability: float, max_pixels: int,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the brain mask's edge inward on a random share of slices and zero the image outside it.
+
+    A test scan's mask (the template's, mapped through the registration) cuts the brain elsewhere than any
+    training mask did; eroding by a random 1…``max_pixels`` pixels (square structuring element) keeps the
+    cut edge from becoming a cue.
+
+    Args:
+        images, masks: ``[B, 1, H, W]``; images 0 outside the mask, masks float 0/1.
+        probability: chance per slice of being eroded.
+
+    Returns:
+        new ``(images, masks)`` tensors (the inputs are left unchanged).
+    """
+    count = images.shape[0]
+    chosen = torch.rand(count, generator=generator) < probability
+    radii = torch.randint(1, max_pixels + 1, (count,), generator=generator)
+    images, masks = images.clone(), masks.clone()
+    for radius in radii[chosen].unique().tolist():
+        index = chosen & (radii == radius)
+        # erosion of a 0/1 mask = 1 − dilation of its complement (max pooling)
+        eroded = 1.0 - F.max_pool2d(1.0 - masks[index], 2 * radius + 1, stride=1, padding=radius)
+        masks[index] = eroded
+        images[index] = images[index] * eroded
+    return images, masks

@@ -13,7 +13,7 @@ import torch
 
 from AnomalySegLib.anomalies import AnomalyGenerator
 from AnomalySegLib.diffusion.reconstruction import Reconstructor
-from AnomalySegLib.training.augment import SliceAugmenter
+from AnomalySegLib.training.augment import SliceAugmenter, erode_mask_edge
 from AnomalySegLib.training.seg_config import SegTrainingSpec
 from AnomalySegLib.training.slices import SliceSampler
 
@@ -56,8 +56,12 @@ class SegBatchSource:
         images, labels = [], []
         if self.synthetic_count:
             healthy = self.healthy.sample(self.synthetic_count, generator)
-            clean = self._augment(healthy.images, generator)
-            synthetic = self.anomalies(clean, healthy.masks, generator)
+            clean, masks = healthy.images, healthy.masks
+            if self.settings.mask_erosion_p > 0:
+                clean, masks = erode_mask_edge(clean, masks, self.settings.mask_erosion_p,
+                                               self.settings.mask_erosion_max_pixels, generator)
+            clean = self._augment(clean, generator)
+            synthetic = self.anomalies(clean, masks, generator)
             images.append(synthetic.images)
             labels.append(synthetic.masks)
         labelled_count = self.settings.batch_size - self.synthetic_count

@@ -8,7 +8,8 @@
      "training": {"batch_size", "learning_rate", "optimizer": "adam"|"adamw", "weight_decay", "max_steps",
                   "ema_decay", "grad_clip", "precision", "checkpoint_every", "validate_every", "log_every",
                   "seed", "min_brain_fraction", "dice_weight", "synthetic_fraction", "timestep_range",
-                  "validation_cases", "validation_fraction", "validation_max_slices", "augmentation"}}
+                  "validation_cases", "validation_fraction", "validation_max_slices", "augmentation",
+                  "mask_erosion_p", "mask_erosion_max_pixels"}}
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class SegTrainingSpec(TrainingSpec):
         validation_cases: healthy cases held out for validation (with seeded synthetic anomalies).
         validation_fraction: share of labelled cases held out (at least one when there are two or more).
         validation_max_slices: validation slices per source (spread evenly over the held-out cases).
+        mask_erosion_p: share of healthy slices whose brain-mask edge is moved inward by 1 to
+            ``mask_erosion_max_pixels`` pixels (image zeroed outside) before the synthetic anomaly, so that
+            where the mask cuts the brain is no cue (paper: 0; see :func:`~.augment.erode_mask_edge`).
     """
 
     optimizer: str = "adam"
@@ -44,11 +48,16 @@ class SegTrainingSpec(TrainingSpec):
     synthetic_fraction: float = 1.0
     timestep_range: tuple[int, int] = (0, 1000)
     validation_fraction: float = 0.1
+    mask_erosion_p: float = 0.0
+    mask_erosion_max_pixels: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.synthetic_fraction <= 1.0:
             raise ValueError(f"synthetic_fraction must be in [0, 1], got {self.synthetic_fraction}")
+        if not 0.0 <= self.mask_erosion_p <= 1.0 or self.mask_erosion_max_pixels < 1:
+            raise ValueError("mask_erosion_p must be in [0, 1] and mask_erosion_max_pixels ≥ 1, got "
+                             f"{self.mask_erosion_p}, {self.mask_erosion_max_pixels}")
         low, high = self.timestep_range
         if not 0 <= low < high:
             raise ValueError(f"timestep_range must be [low, high) with 0 <= low < high, got {self.timestep_range}")
