@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Build a bank of simulated acquisitions of the healthy sources, preprocessed into model space (issue #13).
 
-For each healthy source volume (:data:`SOURCES`, fetched from the registries by :mod:`AnomalySegLib.sample_data`)
+For each healthy source volume (:data:`AnomalySegLib.augmentation.variant_bank.SOURCES`, fetched from the registries by :mod:`AnomalySegLib.sample_data`)
 the bank holds ``v000`` (the scan as it is) and ``--variants`` simulated re-acquisitions
 (:func:`AnomalySegLib.augmentation.acquisition.simulate_acquisition` with parameters drawn by
 :func:`~AnomalySegLib.augmentation.acquisition.sample_acquisition`: slices 1–7 mm, in-plane 0.8–1.5 mm, noise,
 bias field, gamma, contrast-enhanced look, rotation/scaling/elastic). Population templates
-(:data:`TEMPLATES`) get a third as many variants, so that single-subject scans are the majority. Every
+(``TEMPLATES``) get a third as many variants, so that single-subject scans are the majority. Every
 variant goes through the REAL preprocessing (:func:`~AnomalySegLib.preprocessing.pipeline.preprocess_image`:
 registration, N4, resampling, denoising, rescaling) exactly as ``segment`` does on a scan without a brain
 mask, and is written as a case folder (:mod:`AnomalySegLib.preprocessing.case_folder`)::
@@ -14,7 +14,7 @@ mask, and is written as a case folder (:mod:`AnomalySegLib.preprocessing.case_fo
     <out>/<spec key>/<source>/<source>_v003/{image,mask}.nii.gz, transform.tfm, preprocessing.json
 
 ``preprocessing.json`` → ``info.acquisition`` holds the simulation parameters and seed (a variant can be
-re-simulated bit for bit). The spec key is a hash of the preprocessing spec (from ``--model``'s bundle),
+re-simulated bit for bit). The spec key is a hash of the preprocessing spec (from ``--model``'s bundle and ``--grid``),
 so a model with another grid gets its own bank. Finished variants are skipped (case folders are written
 atomically), so an interrupted run resumes; a failing variant is logged and the run goes on.
 
@@ -27,40 +27,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import sys
 import time
-import zlib
 from pathlib import Path
 
+from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, SOURCES, bank_root, variant_count, variant_folder,
+                                                     variant_seed)
 from AnomalySegLib.preprocessing.spec import MODEL_GRIDS
 
 LOG = logging.getLogger("build_variant_bank")
 
-#: Healthy sources: bank name → (sample_data image, sample_data brain mask or None). The mask only
-#: weights the simulated contrast enhancement; preprocessing never sees it (as for a user's skull-on scan).
-#: (nibabel_anatomical is not a source: its 50 mm field of view is below what the reader accepts.)
-SOURCES: dict[str, tuple[str, str | None]] = {
-    "mrhead": ("mrhead", None),
-    "itk_kmeans_t1": ("itk_kmeans_t1", "itk_kmeans_brain_labels"),
-    "someones_anatomy": ("someones_anatomy", None),
-    "robex_atlas_t1": ("robex_atlas_t1", "robex_atlas_mask"),
-    "colin27_t1": ("colin27_t1", "colin27_t1_brain"),
-    "icbm2009c_t1": ("icbm2009c_t1", "icbm2009c_mask"),
-    "sri24_t1_brain": ("sri24_t1_brain", None),
-    "icbm2009a_t1_brain": ("icbm2009a_t1_brain", None),
-}
-#: Population averages (smooth, perfectly aligned): a minority of the bank.
-TEMPLATES = ("icbm2009c_t1", "sri24_t1_brain", "icbm2009a_t1_brain")
-DEFAULT_OUT = Path.home() / ".cache" / "anomalyseg" / "variant_bank"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bank folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_BANK, help="bank folder (default: %(default)s)")
     parser.add_argument("--variants", type=int, default=8, help="simulated acquisitions per single-subject source")
     parser.add_argument("--sources", nargs="+", choices=sorted(SOURCES), default=list(SOURCES))
     parser.add_argument("--model", default=None, help="bundle whose preprocessing spec to use (default: bundled)")
@@ -69,21 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="base seed of the simulations")
     parser.add_argument("--threads", type=int, default=1, help="threads for SimpleITK/torch (default 1)")
     return parser.parse_args(argv)
-
-
-def variant_count(source: str, variants: int) -> int:
-    """Simulated variants of ``source``: all for single-subject scans, a third for templates (at least 1)."""
-    return max(1, variants // 3) if source in TEMPLATES else variants
-
-
-def variant_seed(source: str, index: int, base_seed: int) -> int:
-    """A stable seed per (source, variant): independent of which other sources are built."""
-    return (zlib.crc32(source.encode("utf-8")) + 7919 * index + 104729 * base_seed) % (2**31)
-
-
-def spec_key(spec_dict: dict) -> str:
-    """Short hash of a preprocessing spec: banks of different specs never mix."""
-    return hashlib.sha256(json.dumps(spec_dict, sort_keys=True).encode("utf-8")).hexdigest()[:12]
 
 
 def build_variant(source: str, index: int, folder: Path, spec, base_seed: int) -> dict:
@@ -135,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = PreprocessingSpec.from_dict(spec_dict)
     if args.grid is not None:
         spec = dataclasses.replace(spec, grid=MODEL_GRIDS[args.grid])
-    root = args.out / spec_key(spec.to_dict())
+    root = bank_root(args.out, spec)
     root.mkdir(parents=True, exist_ok=True)
     (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
     LOG.info("bank %s (%d variants per scan, sources: %s)", root, args.variants, ", ".join(args.sources))
@@ -144,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         for source in args.sources:
             if index > variant_count(source, args.variants):
                 continue
-            folder = root / source / f"{source}_v{index:03d}"
+            folder = variant_folder(root, source, index)
             if folder.is_dir():
                 skipped += 1
                 continue

@@ -1,0 +1,83 @@
+"""The variant bank: simulated acquisitions of the healthy sources, preprocessed into model space (issue #13).
+
+Built by ``scripts/build_variant_bank.py``; read by the default model's recipe and the generalization
+benchmark. One bank per preprocessing spec::
+
+    <bank>/<spec key>/spec.json
+    <bank>/<spec key>/<source>/<source>_v000/   the scan as it is (a case folder, :mod:`~..preprocessing.case_folder`)
+    <bank>/<spec key>/<source>/<source>_v003/   a simulated re-acquisition (parameters in preprocessing.json)
+
+The spec key is :func:`AnomalySegLib.preprocessing.model_space_cache.spec_key`: a bank of another grid or
+other preprocessing settings never mixes with this one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, ModelSpaceCase, load_case
+from AnomalySegLib.preprocessing.model_space_cache import spec_key
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+
+#: Healthy sources: bank name → (sample_data image, sample_data brain mask or None). The mask only
+#: weights the simulated contrast enhancement; preprocessing never sees it (as for a user's skull-on scan).
+#: (nibabel_anatomical is not a source: its 50 mm field of view is below what the reader accepts.)
+SOURCES: dict[str, tuple[str, str | None]] = {
+    "mrhead": ("mrhead", None),
+    "itk_kmeans_t1": ("itk_kmeans_t1", "itk_kmeans_brain_labels"),
+    "someones_anatomy": ("someones_anatomy", None),
+    "robex_atlas_t1": ("robex_atlas_t1", "robex_atlas_mask"),
+    "colin27_t1": ("colin27_t1", "colin27_t1_brain"),
+    "icbm2009c_t1": ("icbm2009c_t1", "icbm2009c_mask"),
+    "sri24_t1_brain": ("sri24_t1_brain", None),
+    "icbm2009a_t1_brain": ("icbm2009a_t1_brain", None),
+}
+#: Population averages (smooth, perfectly aligned): a minority of the bank.
+TEMPLATES = ("icbm2009c_t1", "sri24_t1_brain", "icbm2009a_t1_brain")
+DEFAULT_BANK = Path.home() / ".cache" / "anomalyseg" / "variant_bank"
+
+
+def variant_count(source: str, variants: int) -> int:
+    """Simulated variants of ``source``: all for single-subject scans, a third for templates (at least 1)."""
+    return max(1, variants // 3) if source in TEMPLATES else variants
+
+
+def variant_seed(source: str, index: int, base_seed: int) -> int:
+    """A stable seed per (source, variant): independent of which other sources are built."""
+    return (zlib.crc32(source.encode("utf-8")) + 7919 * index + 104729 * base_seed) % (2**31)
+
+
+def bank_root(bank: str | Path, spec: PreprocessingSpec) -> Path:
+    """The folder of ``spec``'s bank inside ``bank``."""
+    return Path(bank) / spec_key(spec)
+
+
+def variant_folder(root: Path, source: str, index: int) -> Path:
+    """The case folder of variant ``index`` of ``source`` (``index`` 0: the scan as it is)."""
+    return root / source / f"{source}_v{index:03d}"
+
+
+def variant_index(case_id: str) -> int:
+    """``"mrhead_v003"`` → 3."""
+    return int(case_id.rsplit("_v", 1)[1])
+
+
+def load_variants(root: Path, sources: Iterable[str], indices: range | None = None) -> list[ModelSpaceCase]:
+    """The finished variants of ``sources`` in the bank ``root`` (those with an image; ``indices``: only
+    these variant numbers), ordered by source then variant.
+
+    Raises:
+        ValueError: a source is unknown, or none of its variants is in the bank.
+    """
+    cases = []
+    for source in sources:
+        if source not in SOURCES:
+            raise ValueError(f"unknown bank source {source!r}; known: {', '.join(SOURCES)}")
+        folders = sorted(p for p in (root / source).glob(f"{source}_v*") if (p / IMAGE_FILE).is_file())
+        folders = [p for p in folders if indices is None or variant_index(p.name) in indices]
+        if not folders:
+            raise ValueError(f"the bank {root} holds no variant of {source}; run scripts/build_variant_bank.py")
+        cases.extend(load_case(folder) for folder in folders)
+    return cases
