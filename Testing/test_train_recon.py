@@ -241,3 +241,16 @@ def test_bf16_reconstruction_matches_fp32_with_trained_weights(trained, healthy_
     difference = np.abs(bf16 - fp32)[held_out.mask]
     print(f"bf16 vs fp32 in the brain: mean {difference.mean():.4f}, max {difference.max():.4f}")
     assert difference.mean() < 0.01
+
+
+def test_training_can_start_from_an_earlier_models_weights(trained, healthy_cases, tmp_path: Path) -> None:
+    """Fine-tuning: with ``initial_weights`` the run starts from them (one step at a tiny learning rate
+    stays next to them), not from the seeded initialisation."""
+    start = _weights(trained[0])
+    bundle, _ = train_recon(healthy_cases, _small_config(1, learning_rate=1e-9, ema_decay=0.0),
+                            tmp_path / "tuned", device="cpu", progress=False, initial_weights=start)
+    fresh, _ = train_recon(healthy_cases, _small_config(1, learning_rate=1e-9, ema_decay=0.0),
+                           tmp_path / "fresh", device="cpu", progress=False)
+    tuned, scratch = _weights(bundle), _weights(fresh)
+    assert max(float((tuned[k] - start[k]).abs().max()) for k in start) < 1e-4
+    assert max(float((scratch[k] - start[k]).abs().max()) for k in start) > 1e-2

@@ -5,8 +5,9 @@ baseline on the same cases.
 
 Folds: ``--folds FILE.json`` maps a fold name to ``{"model": BUNDLE, "held_out": [sample_data names]}``
 (leave-one-source-out: each fold's model never saw its held-out sources). Without it, one fold
-``default``: the bundled default model on the healthy single-subject scans it was never trained on
-(:data:`DEFAULT_HELD_OUT`; ``itk_kmeans_t1`` did calibrate its thresholds). Each fold's model is measured on:
+``default``: the bundled default model on the healthy single-subject scans its recipe kept out of training
+(``provenance.default_model``: the calibration sources, which chose its thresholds, and the test sources,
+which took part in no choice). Each fold's model is measured on:
 
 - **tumour**: MRBrainTumor1 (label 9) / MRBrainTumor2 (label 1) as they are, and re-acquired with
   :func:`~AnomalySegLib.augmentation.acquisition.clinical_reacquisition` at 5 and 6.5 mm (labels carried);
@@ -21,10 +22,9 @@ Folds: ``--folds FILE.json`` maps a fold name to ``{"model": BUNDLE, "held_out":
   (intensity, residual x − x̂, rim distance, residual bias), and what changes with a tighter mask, a
   stronger N4, or x̂ = x fed to the SegUnet.
 
-Everything is on the model grid; "flagged" is the bundle's ``val`` threshold alone through
-:func:`AnomalySegLib.scoring.operating_point.apply_operating_point` without the bundle's clean-up (the
-rule as measured before the default model's operating point was re-chosen; applying the bundle's
-clean-up here is #13's follow-up). Preprocessed cases and scores are cached in
+Everything is on the model grid; "flagged" and "Dice@op" are the bundle's operating point (``val``
+threshold and clean-up, :func:`AnomalySegLib.scoring.operating_point.apply_operating_point`), as
+``segment`` applies it. Preprocessed cases and scores are cached in
 ``--work`` (a rerun resumes). Writes the ``<!-- generalization -->`` section of BENCHMARKS.md.
 
 Usage::
@@ -41,7 +41,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +61,19 @@ from AnomalySegLib.preprocessing.pipeline import preprocess_image
 from AnomalySegLib.preprocessing.model_space import resample_to_model
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.preprocessing.template import load_template
-from AnomalySegLib.scoring.operating_point import RAW, apply_operating_point
+from AnomalySegLib.scoring.operating_point import CleanUp, apply_operating_point
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_report import machine, publish  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from calibrate_default_model import default_model_split  # noqa: E402
+
 LOG = logging.getLogger("generalization")
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 TUMOURS = {"mrbraintumor1": 9, "mrbraintumor2": 1}
 #: Healthy single-subject scans the bundled default model was not trained on.
-DEFAULT_HELD_OUT = ("itk_kmeans_t1", "someones_anatomy", "robex_atlas_t1")  # nibabel_anatomical: refused (50 mm FOV)
 REACQUIRED_MM = (5.0, 6.5)
 HEALTHY_REACQUIRED_MM = 6.5
 LESION_ML = (0.5, 30.0)
@@ -119,7 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_folds(path: Path | None) -> dict[str, dict]:
     if path is None:
-        return {"default": {"model": str(default_model_path()), "held_out": list(DEFAULT_HELD_OUT)}}
+        calibration, test = default_model_split(load_bundle(default_model_path()))
+        return {"default": {"model": str(default_model_path()), "held_out": [*calibration, *test]}}
     folds = json.loads(path.read_text(encoding="utf-8"))
     for name, fold in folds.items():
         if "model" not in fold or "held_out" not in fold:
@@ -252,9 +255,10 @@ def scored(scorer: AnomalyScorer, case: Case, work: Path, tag: str) -> dict[str,
         return {key: data[key] for key in data.files}
 
 
-def flagged(score: np.ndarray, threshold: float, scorer: AnomalyScorer) -> tuple[float, int, np.ndarray]:
-    """``(ml, findings, mask)`` of ``score > threshold`` (no clean-up) on the 2 mm model grid."""
-    mask = apply_operating_point(score, (2.0, 2.0, 2.0), threshold, RAW)
+def flagged(score: np.ndarray, threshold: float, clean_up: CleanUp) -> tuple[float, int, np.ndarray]:
+    """``(ml, findings, mask)`` of the operating point (``score > threshold``, then ``clean_up``) on the
+    2 mm model grid."""
+    mask = apply_operating_point(score, (2.0, 2.0, 2.0), threshold, clean_up)
     _, findings = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     return float(mask.sum()) * 8.0 / 1000.0, int(findings), mask
 
@@ -266,9 +270,9 @@ def baseline_scores(case: Case) -> dict[str, np.ndarray]:
     return {"bright": difference, "dark": -difference, "abs": np.abs(difference)}
 
 
-def labelled_row(case: Case, scores: dict, threshold: float, scorer: AnomalyScorer) -> dict:
+def labelled_row(case: Case, scores: dict, threshold: float, clean_up: CleanUp) -> dict:
     brain, truth = case.mask, case.labels
-    ml, findings, mask = flagged(scores["score"], threshold, scorer)
+    ml, findings, mask = flagged(scores["score"], threshold, clean_up)
     row = {"case": case.name, "true_ml": float(truth.sum()) * 8e-3,
            "best_dice": best_dice(scores["score"][brain], truth[brain])[0],
            "auprc": auprc(scores["score"][brain], truth[brain]), "dice_op": dice(mask, truth),
@@ -297,8 +301,8 @@ def where(mask_flagged: np.ndarray, case: Case) -> dict[str, float]:
             "anterior": share(yband == 0), "central": share(yband == 1), "posterior": share(yband == 2)}
 
 
-def healthy_row(case: Case, scores: dict, threshold: float, scorer: AnomalyScorer) -> dict:
-    ml, findings, mask = flagged(scores["score"], threshold, scorer)
+def healthy_row(case: Case, scores: dict, threshold: float, clean_up: CleanUp) -> dict:
+    ml, findings, mask = flagged(scores["score"], threshold, clean_up)
     empty = 100.0 * float((case.mask & (case.image < EMPTY_LEVEL)).sum()) / max(int(case.mask.sum()), 1)
     return {"case": case.name, "flagged_ml": ml, "findings": findings, "empty": empty, **where(mask, case)}
 
@@ -364,28 +368,28 @@ def cheap_experiments(scorer: AnomalyScorer, case: Case, scores: dict) -> dict:
 
 
 def tight_mask_experiment(scorer: AnomalyScorer, case: Case, scores: dict, work: Path, tag: str,
-                          threshold: float) -> dict:
+                          threshold: float, clean_up: CleanUp) -> dict:
     """The same scan with the brain mask eroded by :data:`TIGHTER_MASK_MM` and the image zeroed outside it."""
     brain = scores["mask"].astype(bool)
     fires = (scores["probability"] > FIRES) & brain
     eroded = ndimage.binary_erosion(case.mask, iterations=int(TIGHTER_MASK_MM / 2.0))
     tight = Case(f"{case.name}~tight", case.image * eroded, eroded, None, case.info)
     tight_scores = scored(scorer, tight, work, tag)
-    return {"flagged_ml": flagged(scores["score"], threshold, scorer)[0],
+    return {"flagged_ml": flagged(scores["score"], threshold, clean_up)[0],
             "tight_fires_ml": float(((tight_scores["probability"] > FIRES) & eroded).sum()) * 8e-3,
             "fires_ml_inside_tight": float((fires & eroded).sum()) * 8e-3,
-            "tight_flagged_ml": flagged(tight_scores["score"], threshold, scorer)[0]}
+            "tight_flagged_ml": flagged(tight_scores["score"], threshold, clean_up)[0]}
 
 
 def strong_n4_experiment(scorer: AnomalyScorer, name: str, spec: PreprocessingSpec, work: Path, tag: str,
-                         threshold: float) -> dict:
+                         threshold: float, clean_up: CleanUp) -> dict:
     """ŷ > 0.5 ml and flagged ml of scan ``name`` preprocessed with a stronger N4 (:data:`STRONG_N4`)."""
     strong_spec = replace(spec, bias_field=replace(spec.bias_field, **STRONG_N4))
     case = model_space(f"{name}~strongN4", work, strong_spec, lambda: native(name))
     scores = scored(scorer, case, work, tag)
     fires = (scores["probability"] > FIRES) & scores["mask"].astype(bool)
     return {"strongN4_fires_ml": float(fires.sum()) * 8e-3,
-            "strongN4_flagged_ml": flagged(scores["score"], threshold, scorer)[0]}
+            "strongN4_flagged_ml": flagged(scores["score"], threshold, clean_up)[0]}
 
 
 # ---------------------------------------------------------------- report
@@ -411,11 +415,13 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     bundle = load_bundle(Path(setup["model"]))
     spec = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {}))
     threshold, preset = resolve_threshold(bundle, None)
+    clean_up = CleanUp.from_scoring(bundle.description.get("scoring", {}))
     scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
     template = template_on_grid(spec)
     work = args.work / fold
     LOG.info("fold %s: model %s, threshold %.4f (%s)", fold, setup["model"], threshold, preset)
     result.update({"bundle": bundle, "threshold": threshold, "preset": preset, "model": setup["model"],
+                   "clean_up": asdict(clean_up),
                    "held_out": list(setup["held_out"]), "tumour": [], "healthy": [], "synthetic": [],
                    "diagnosis": [], "experiments": [], "phases_done": [], "cached_only": CACHED_ONLY})
 
@@ -428,7 +434,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     def tumour(name: str, value: int, thickness: float | None) -> None:
         make = (lambda: native(name, value)) if thickness is None else reacquired(name, thickness, value)
         case = model_space(name if thickness is None else f"{name}@{thickness}mm", work, spec, make)
-        result["tumour"].append(labelled_row(case, scored(scorer, case, work, fold), threshold, scorer))
+        result["tumour"].append(labelled_row(case, scored(scorer, case, work, fold), threshold, clean_up))
         LOG.info("%s", result["tumour"][-1])
 
     def phase(name: str) -> None:
@@ -446,7 +452,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
             case, scores, make = healthy_case(name)
         except NotCached:
             continue
-        result["healthy"].append(healthy_row(case, scores, threshold, scorer))
+        result["healthy"].append(healthy_row(case, scores, threshold, clean_up))
         if not args.skip_diagnosis:
             result["diagnosis"].append(diagnosis_row(case, scores, template))
             result["experiments"].append(cheap_experiments(scorer, case, scores))
@@ -476,7 +482,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
                 lesion_scores = scored(scorer, lesion, work, fold)
             except NotCached:
                 continue
-            result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, scorer))
+            result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, clean_up))
             LOG.info("%s", result["synthetic"][-1])
             partial("synthetic lesions")
     phase("synthetic lesions")
@@ -493,7 +499,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
             case, scores, _ = healthy_case(name, HEALTHY_REACQUIRED_MM)
         except NotCached:
             continue
-        result["healthy"].append(healthy_row(case, scores, threshold, scorer))
+        result["healthy"].append(healthy_row(case, scores, threshold, clean_up))
         LOG.info("%s", result["healthy"][-1])
         partial("re-acquired tumours and healthy scans")
     phase("re-acquired tumours and healthy scans")
@@ -502,13 +508,14 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
         for row in result["experiments"]:
             try:
                 case, scores, _ = healthy_case(row["case"])
-                row.update(tight_mask_experiment(scorer, case, scores, work, fold, threshold))
+                row.update(tight_mask_experiment(scorer, case, scores, work, fold, threshold, clean_up))
             except NotCached:
                 continue
             partial("tighter mask, strong N4")
         for row in result["experiments"]:
             try:
-                row.update(strong_n4_experiment(scorer, row["case"], spec, work, fold, threshold))
+                row.update(strong_n4_experiment(scorer, row["case"], spec, work, fold, threshold,
+                                                       clean_up))
             except NotCached:
                 continue
             partial("tighter mask, strong N4")
@@ -546,7 +553,8 @@ def report(results: dict[str, dict], load: str, elapsed_s: float) -> str:
         "",
         f"Measured {datetime.date.today().isoformat()} on {load}; {elapsed_s / 60:.0f} min (preprocessing and "
         "scores cached afterwards). Command: `nice -n 10 .venv/bin/python benchmarks/generalization.py`. "
-        "Model grid (2 mm), flagged = the bundle's `val` threshold alone (no clean-up); "
+        "Model grid (2 mm), flagged and Dice@op = the bundle's operating point (`val` threshold and clean-up, "
+        "as `segment` applies them); "
         "findings = 26-connected components on the model grid. Re-acquired = the documented clinical "
         "re-acquisition (`AnomalySegLib/augmentation/acquisition.py`: axial slabs with a slice profile, in-plane "
         "0.8–1 mm, Rician noise 3 %, another bias field), labels carried through the same geometry. Baseline "
@@ -600,7 +608,8 @@ def fold_section(fold: str, result: dict) -> str:
                      ("baseline_bright", "baseline bright", 2), ("baseline_dark", "baseline dark", 2),
                      ("baseline_abs", "baseline \\|x−m\\|", 2)]
     parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
-             "", f"Threshold {result['threshold']:.4f} ({result['preset']}). Phases measured: "
+             "", f"Threshold {result['threshold']:.4f} ({result['preset']}), clean-up "
+             + ", ".join(f"{key} {value:g}" for key, value in result["clean_up"].items()) + ". Phases measured: "
              f"{'; '.join(result['phases_done']) or 'none yet'}"
              + (f"; still running when this was written: {result['in_progress']} (partial)"
                 if result.get("in_progress") else "") + "."

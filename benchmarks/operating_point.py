@@ -42,7 +42,7 @@ from AnomalySegLib.reporting.findings import summarize_findings
 from AnomalySegLib.scoring.operating_point import RAW, apply_operating_point, voxel_size_zyx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from calibrate_default_model import CALIBRATION_SCANS, UNTOUCHED_SCANS  # noqa: E402
+from calibrate_default_model import default_model_split  # noqa: E402
 
 SECTION = "operating_point"
 TUMOURS = {"MRBrainTumor1": ("mrbraintumor1", "mrbraintumor1_labels", 9),
@@ -95,7 +95,8 @@ def evaluate_case(segmenter: AnomalySegmenter, image_name: str, old_threshold: f
     return row
 
 
-def section(model: Path, segmenter: AnomalySegmenter, old_threshold: float, tumours: dict, healthy: dict) -> str:
+def section(model: Path, segmenter: AnomalySegmenter, old_threshold: float, tumours: dict, healthy: dict,
+            calibration_scans: list[str]) -> str:
     clean_up = segmenter.clean_up
     lines = [
         "## Operating point: before and after the clean-up rule (`benchmarks/operating_point.py`)",
@@ -106,7 +107,8 @@ def section(model: Path, segmenter: AnomalySegmenter, old_threshold: float, tumo
         f"**After**: the bundle's operating point: map > {segmenter.thresholds['val']:.4f}, rim erosion "
         f"{clean_up.rim_erosion_mm:g} mm, median {clean_up.median_mm:g} mm, findings under "
         f"{clean_up.min_finding_ml:g} ml dropped, chosen by `scripts/calibrate_default_model.py` (best mean Dice "
-        f"on lesioned copies of {', '.join(CALIBRATION_SCANS)} with at most 5 ml and 5 findings on each of them "
+        f"on lesioned copies of the variant-bank cases of {', '.join(calibration_scans)} with at most 5 ml and 5 "
+        "findings on each of them "
         "unchanged). MRBrainTumor1/2 took part in no choice. Scored: fraction of the brain inside the model "
         f"grid's box. Measured {datetime.date.today().isoformat()}, torch {torch.__version__}, Python "
         f"{platform.python_version()}, {cpu_model()}, {torch.get_num_threads()} threads, load average "
@@ -128,7 +130,7 @@ def section(model: Path, segmenter: AnomalySegmenter, old_threshold: float, tumo
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in healthy.items():
-        role = "chose the operating point" if name in CALIBRATION_SCANS else "untouched"
+        role = "chose the operating point" if name in calibration_scans else "untouched"
         if "refused" in row:
             lines.append(f"| {name} | {role} | refused: {row['refused'].split(': ', 1)[-1]} | | | | |")
             continue
@@ -151,7 +153,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     segmenter = AnomalySegmenter(args.model, device="cpu")
-    names = [image for image, _, _ in TUMOURS.values()] + [*CALIBRATION_SCANS, *UNTOUCHED_SCANS]
+    calibration_scans, untouched_scans = default_model_split(segmenter.bundle)
+    names = [image for image, _, _ in TUMOURS.values()] + [*calibration_scans, *untouched_scans]
     if args.maps_only is not None:
         for name in args.maps_only or names:
             anomaly_map(segmenter, name, args.cache)
@@ -162,14 +165,15 @@ def main() -> None:
     tumours = {name: evaluate_case(segmenter, image, old_threshold, (labels, value), args.cache)
                for name, (image, labels, value) in TUMOURS.items()}
     healthy = {}
-    for name in (*CALIBRATION_SCANS, *UNTOUCHED_SCANS):
+    for name in (*calibration_scans, *untouched_scans):
         try:
             healthy[name] = evaluate_case(segmenter, name, old_threshold, None, args.cache)
         except InputError as error:  # refused by the input checks: reported, not scored
             healthy[name] = {"refused": str(error)}
     model = args.model.resolve()
     shown = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else model.name
-    publish(SECTION, section(Path(shown), segmenter, old_threshold, tumours, healthy), write=not args.no_write)
+    publish(SECTION, section(Path(shown), segmenter, old_threshold, tumours, healthy, calibration_scans),
+            write=not args.no_write)
 
 
 if __name__ == "__main__":

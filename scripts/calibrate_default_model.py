@@ -3,16 +3,18 @@
 
 Only the ``"scoring"`` section of ``Resources/Models/default/model.json`` changes (the weights, the model
 card and every other file stay). The rule is :mod:`AnomalySegLib.operating_point_search` (the same as
-``anomalyseg calibrate --healthy``), on held-out healthy scans the model never trained on:
-:data:`CALIBRATION_SCANS` (and lesioned copies of them). :data:`UNTOUCHED_SCANS` are kept out of every
-choice so that ``benchmarks/operating_point.py`` can report them as unseen; MRBrainTumor1/2 are never used.
+``anomalyseg calibrate --healthy``), on the variant-bank cases of the subjects the model never trained on
+that its recipe set aside for calibration (``provenance.default_model.calibration_sources``, written by
+``scripts/train_default_model.py``): every variant as it is and lesioned copies of it. The recipe's
+``test_sources`` are kept out of every choice so that the benchmarks can report them as unseen;
+MRBrainTumor1/2 are never used.
 
 Usage::
 
-    python scripts/calibrate_default_model.py [--model Resources/Models/default] [--threads 2]
-    # or score the scans in parallel processes first (cached), then choose:
-    python scripts/calibrate_default_model.py --cache work/ --score-only itk_kmeans_t1 &
-    python scripts/calibrate_default_model.py --cache work/ --score-only someones_anatomy &
+    python scripts/calibrate_default_model.py --cache work/ [--model Resources/Models/default] [--threads 2]
+    # or score the variants in parallel processes first (cached), then choose:
+    python scripts/calibrate_default_model.py --cache work/ --score-only itk_kmeans_t1_v000 itk_kmeans_t1_v001 &
+    python scripts/calibrate_default_model.py --cache work/ --score-only itk_kmeans_t1_v002 ... &
     wait; python scripts/calibrate_default_model.py --cache work/
 """
 
@@ -27,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from AnomalySegLib import sample_data
-from AnomalySegLib.bundle import load_bundle
+from AnomalySegLib.augmentation.variant_bank import DEFAULT_BANK, bank_root, load_variants
+from AnomalySegLib.bundle import ModelBundle, load_bundle
 from AnomalySegLib.calibration import (
     OperatingPointCalibration,
     describe_operating_point,
@@ -40,52 +42,62 @@ from AnomalySegLib.operating_point_search import SearchRule, lesioned_copies, se
 from AnomalySegLib.scoring.thresholds import fpr_thresholds
 from AnomalySegLib.pipeline import default_model_path
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
-from AnomalySegLib.preprocessing.pipeline import preprocess_file
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.scoring.operating_point import voxel_size_zyx
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
-#: Held-out real single-subject healthy scans used to choose the operating point.
-CALIBRATION_SCANS = ("itk_kmeans_t1", "someones_anatomy")
-#: Held-out healthy scans kept out of every choice (reported by benchmarks/operating_point.py).
-UNTOUCHED_SCANS = ("robex_atlas_t1", "nibabel_anatomical")
 NEVER = ("mrbraintumor1", "mrbraintumor2")
 
 
-def score_scan(scorer: AnomalyScorer, spec: PreprocessingSpec, name: str, rule: SearchRule, cache: Path) -> Path:
-    """Preprocess one calibration scan, score it and its lesioned copies; save the arrays in ``cache``."""
-    target = cache / f"{name}.npz"
+def default_model_split(bundle: ModelBundle) -> tuple[list[str], list[str]]:
+    """``(calibration_sources, test_sources)`` recorded by the default model's recipe.
+
+    Raises:
+        SystemExit: the bundle has no such record, or a calibration source was trained on.
+    """
+    recipe = bundle.description.get("provenance", {}).get("default_model", {})
+    if "calibration_sources" not in recipe:
+        raise SystemExit("the bundle records no calibration_sources (provenance.default_model): train it with "
+                         "scripts/train_default_model.py")
+    calibration, test = list(recipe["calibration_sources"]), list(recipe["test_sources"])
+    for name in calibration:
+        if name in recipe["training_sources"] or name in NEVER:
+            raise SystemExit(f"{name} was used for training or is a test case: not a calibration source")
+    return calibration, test
+
+
+def score_case(scorer: AnomalyScorer, case: ModelSpaceCase, index: int, rule: SearchRule, spec: PreprocessingSpec,
+               cache: Path) -> Path:
+    """Score one calibration case and its lesioned copies (seeded by ``index``); save the arrays in ``cache``."""
+    target = cache / f"{case.case_id}.npz"
     if target.is_file():
         return target
-    index = CALIBRATION_SCANS.index(name)
-    image, mask, _ = preprocess_file(sample_data.fetch(name), spec=spec).arrays()
-    case = ModelSpaceCase(f"heldout_{name}", image, mask, None)
     copies, inventory = lesioned_copies([case], rule, voxel_size_zyx(spec.grid.spacing), case_indices=[index])
-    arrays = {"healthy": scorer.score(image, mask).anomaly_score, "mask": mask}
+    arrays = {"healthy": scorer.score(case.image, case.mask).anomaly_score, "mask": case.mask}
     for n, copy in enumerate(copies):
         logging.info("scoring %s", copy.case_id)
         arrays[f"lesion{n}"] = scorer.score(copy.image, copy.mask).anomaly_score
         arrays[f"labels{n}"] = copy.labels
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache / f".{name}.npz", **arrays)
-    (cache / f".{name}.npz").rename(target)
-    (cache / f"{name}.json").write_text(json.dumps(inventory), encoding="utf-8")
+    np.savez_compressed(cache / f".{case.case_id}.npz", **arrays)
+    (cache / f".{case.case_id}.npz").rename(target)
+    (cache / f"{case.case_id}.json").write_text(json.dumps(inventory), encoding="utf-8")
     return target
 
 
-def choose(cache: Path, rule: SearchRule, spec: PreprocessingSpec) -> OperatingPointCalibration:
-    """The operating point from the cached scores of every calibration scan (the rule of
-    :func:`AnomalySegLib.calibration.calibrate_operating_point`, split so the scans can be scored in parallel)."""
+def choose(cache: Path, case_ids: list[str], rule: SearchRule, spec: PreprocessingSpec) -> OperatingPointCalibration:
+    """The operating point from the cached scores of every calibration case (the rule of
+    :func:`AnomalySegLib.calibration.calibrate_operating_point`, split so the cases can be scored in parallel)."""
     healthy, lesion_scores, lesion_labels, lesion_ids, inventory, in_brain = {}, [], [], [], {}, []
-    for name in CALIBRATION_SCANS:
-        arrays = np.load(cache / f"{name}.npz")
-        healthy[f"heldout_{name}"] = arrays["healthy"]
+    for case_id in case_ids:
+        arrays = np.load(cache / f"{case_id}.npz")
+        healthy[case_id] = arrays["healthy"]
         in_brain.append(arrays["healthy"][arrays["mask"]])
         for n in range(rule.lesion_copies):
             lesion_scores.append(arrays[f"lesion{n}"])
             lesion_labels.append(arrays[f"labels{n}"])
-            lesion_ids.append(f"heldout_{name}_lesions{n}")
-        inventory.update(json.loads((cache / f"{name}.json").read_text(encoding="utf-8")))
+            lesion_ids.append(f"{case_id}_lesions{n}")
+        inventory.update(json.loads((cache / f"{case_id}.json").read_text(encoding="utf-8")))
     search = search_operating_point(lesion_scores, lesion_labels, healthy, voxel_size_zyx(spec.grid.spacing), rule,
                                     lesion_ids)
     search.lesion_inventory = inventory
@@ -96,31 +108,35 @@ def choose(cache: Path, rule: SearchRule, spec: PreprocessingSpec) -> OperatingP
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=default_model_path())
+    parser.add_argument("--bank", type=Path, default=DEFAULT_BANK, help="the variant bank (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache", type=Path, required=True, help="scored calibration scans (npz)")
-    parser.add_argument("--score-only", choices=CALIBRATION_SCANS, help="only score this scan into --cache")
+    parser.add_argument("--cache", type=Path, required=True, help="scored calibration cases (npz)")
+    parser.add_argument("--score-only", nargs="+", metavar="CASE", help="only score these bank cases into --cache")
     parser.add_argument("--dry-run", action="store_true", help="print the result; leave the bundle alone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(args.threads)
     bundle = load_bundle(args.model)
-    training = set(bundle.description["provenance"]["default_model"]["training_volumes"])
-    for name in CALIBRATION_SCANS:
-        if name in training or name in NEVER:
-            raise SystemExit(f"{name} was used for training or is a test case: not a calibration scan")
+    calibration_sources, test_sources = default_model_split(bundle)
     spec = PreprocessingSpec.from_dict(bundle.description["preprocessing"])
+    cases = load_variants(bank_root(args.bank, spec), calibration_sources)
+    case_ids = [case.case_id for case in cases]
+    unknown = sorted(set(args.score_only or ()) - set(case_ids))
+    if unknown:
+        raise SystemExit(f"not a calibration case of this bank: {', '.join(unknown)} (known: {', '.join(case_ids)})")
     rule = SearchRule()
     scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
-    for name in [args.score_only] if args.score_only else CALIBRATION_SCANS:
-        score_scan(scorer, spec, name, rule, args.cache)
+    for index, case in enumerate(cases):
+        if not args.score_only or case.case_id in args.score_only:
+            score_case(scorer, case, index, rule, spec, args.cache)
     if args.score_only:
         return 0
-    result = choose(args.cache, rule, spec)
+    result = choose(args.cache, case_ids, rule, spec)
     print(describe_operating_point(result))
     old = bundle.description["scoring"]
     section = scoring_section_with(old, None, result)
     previous = old.get("calibration", {})
-    section["calibration"]["operating_point"]["untouched_healthy_scans"] = list(UNTOUCHED_SCANS)
+    section["calibration"]["operating_point"]["untouched_healthy_scans"] = test_sources
     if "beta_search" in previous:  # β stays; keep the evidence it was chosen on
         section["calibration"]["beta_search"] = {**previous["beta_search"],
                                                  "validation_cases": previous.get("validation_cases", [])}

@@ -1,19 +1,30 @@
 #!/usr/bin/env python
-"""Train the bundled default model (``Resources/Models/default``) from the healthy T1 volumes that the
-package registries provide (docs/design.md, "Test and training data"), within a wall-clock budget, on CPU or GPU.
+"""Train the bundled default model (``Resources/Models/default``) from the variant bank of the healthy T1
+volumes that the package registries provide (docs/design.md, "Test and training data"), within a wall-clock
+budget, on CPU or GPU.
 
 Recipe (every step uses the engine's own functions; nothing here is specific to one machine):
 
-1. fetch the healthy volumes (:data:`TRAINING_VOLUMES`, never MRBrainTumor1/2: they are the test set) and
-   preprocess them into model space (cached under ``--work``, keyed by the preprocessing spec);
-2. hold one volume out (:data:`HELD_OUT`) for validation and threshold calibration;
-3. Stage I: the ``recon_cpu`` cDDPM with the paper's augmentation made stronger (there are few subjects);
-4. Stage II: the ``seg_cpu`` SegUnet on synthetic anomalies: DRAEM textures and, for a share
-   :data:`LESION_FRACTION` of the slices, lesion-like blobs (:class:`LesionAnomalyGenerator`);
-5. calibration on the held-out volume with the same seeded synthetic anomalies: the score weight β
-   (among :data:`BETA_CANDIDATES`) and the "val" threshold; then the healthy false-positive-rate presets
-   on healthy volumes (:data:`FPR_VOLUMES`);
-6. the bundle, fp16 weights, ``description["name"] = "anomalyseg-default-t1"``.
+1. the variant bank (``scripts/build_variant_bank.py`` on the whole-brain grid): every healthy source as
+   it is and re-acquired (slice thickness, resolution, noise, bias field, contrast, geometry), passed
+   through the real preprocessing; MRBrainTumor1/2 are never in it;
+2. the sources are split by subject: :data:`TRAINING_SOURCES` train the networks; :data:`CALIBRATION_SOURCES`
+   (never trained on) choose β, the validation threshold and, afterwards, the operating point
+   (``scripts/calibrate_default_model.py``); :data:`TEST_SOURCES` are kept out of every choice so that
+   benchmarks can report the model on an unseen subject;
+3. Stage I: the ``recon_cpu`` cDDPM on the first :data:`STAGE1_VARIANTS` variants of each training source,
+   with the paper's augmentation made stronger;
+4. Stage II: the ``seg_cpu`` SegUnet on every variant of the training sources, so that part of its
+   residuals come from acquisitions Stage I never saw (as at test time); synthetic anomalies are DRAEM
+   textures and, for a share :data:`LESION_FRACTION`, lesion-like blobs; the brain-mask edge of a share
+   :data:`MASK_EROSION_P` of the slices is moved inward (the cut edge is no cue);
+5. calibration on the calibration source's variants with the same seeded synthetic anomalies: β (among
+   :data:`BETA_CANDIDATES`) and the "val" threshold; the false-positive-rate presets on its variants;
+6. the bundle, fp16 weights, ``description["name"] = "anomalyseg-default-t1"``; the split is recorded in
+   ``provenance.default_model`` (read by the calibration script and the benchmarks).
+
+``--init-from BUNDLE`` starts both networks from an earlier model of the same architectures (fine-tuning: far
+fewer steps on a CPU); the earlier model must not have seen the calibration or test sources.
 
 Budget: each stage trains in chunks; the seconds per step are measured on the first chunk and every
 later chunk is sized to fit the time left, so a stage ends within its budget on any machine (the last
@@ -23,13 +34,15 @@ in ``<work>/summary.json`` and in the bundle's provenance.
 
 Usage::
 
-    python scripts/train_default_model.py --recon-minutes 30 --seg-minutes 15          # CPU, ~50 min
-    python scripts/train_default_model.py --device cuda --recon-minutes 10 --seg-minutes 5 --precision auto
+    python scripts/build_variant_bank.py --variants 8 --grid whole_brain                  # once, ~30 min
+    python scripts/train_default_model.py --recon-minutes 50 --seg-minutes 25             # CPU
+    python scripts/calibrate_default_model.py --cache <work>/operating_point              # the operating point
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -40,13 +53,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from AnomalySegLib import sample_data
-from AnomalySegLib.bundle import load_bundle, save_bundle
+from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
 from AnomalySegLib.calibration import apply_calibration, calibrate, describe
 from AnomalySegLib.device import describe as describe_device, choose_device
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
-from AnomalySegLib.preprocessing.model_space_cache import cached_case
-from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.augmentation.variant_bank import DEFAULT_BANK, bank_root, load_variants
+from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, PreprocessingSpec
 from AnomalySegLib.scoring.volume import AnomalyScorer
 from AnomalySegLib.training.budget import StageBudget
 from AnomalySegLib.training.config import load_config
@@ -60,24 +72,20 @@ MODEL_NAME = "anomalyseg-default-t1"
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPOSITORY_ROOT / "Resources" / "Models" / "default"
 DEFAULT_WORK = REPOSITORY_ROOT / ".cache" / "default_model"
-DEFAULT_CACHE = REPOSITORY_ROOT / ".cache" / "model_space"
 
-#: Healthy T1 volumes (names of :mod:`AnomalySegLib.sample_data`); skull-on and skull-stripped versions
-#: both, so that the model sees both brain-mask paths of the preprocessing.
-TRAINING_VOLUMES = (
-    "icbm2009a_t1_brain",
-    "icbm2009c_t1",
-    "colin27_t1",
-    "sri24_t1_brain",
-    "mrhead",
-)
-#: The held-out healthy volume: Stage I/II validation and the "val" threshold (with synthetic anomalies).
-#: A real single-subject scan (the ITK k-means test brain), like the scans the model is used on.
-HELD_OUT = "itk_kmeans_t1"
-#: Healthy volumes whose scores set the false-positive-rate thresholds: the held-out scan and the two
-#: single-subject training scans (the population templates are smoother than any real scan).
-FPR_VOLUMES = (HELD_OUT, "mrhead", "colin27_t1")
+#: Bank sources (:data:`AnomalySegLib.augmentation.variant_bank.SOURCES`) split by subject. The networks
+#: train on these (three real subjects and the three population templates) ...
+TRAINING_SOURCES = ("mrhead", "robex_atlas_t1", "colin27_t1", "icbm2009c_t1", "sri24_t1_brain", "icbm2009a_t1_brain")
+#: ... the thresholds are chosen on this subject (never trained on) ...
+CALIBRATION_SOURCES = ("itk_kmeans_t1",)
+#: ... and this one is kept out of every choice (reported as unseen by the benchmarks).
+TEST_SOURCES = ("someones_anatomy",)
 NEVER_TRAIN_ON = ("mrbraintumor1", "mrbraintumor2")
+#: Stage I sees these variant numbers of each training source (0: the scan as it is); Stage II sees all,
+#: so that the rest are acquisitions Stage I never reconstructed during training.
+STAGE1_VARIANTS = range(0, 5)
+#: Share of Stage II's healthy slices whose brain-mask edge is moved 1–2 pixels inward.
+MASK_EROSION_P = 0.5
 
 #: "Strong" Stage I/II augmentation: the paper's transforms at higher probabilities and wider ranges,
 #: because five healthy subjects (three of them population templates) are far from the paper's IXI.
@@ -110,8 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle folder (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
                         help="checkpoints and logs (default: %(default)s)")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
-                        help="preprocessed volumes, keyed by the preprocessing spec (default: %(default)s)")
+    parser.add_argument("--bank", type=Path, default=DEFAULT_BANK,
+                        help="the variant bank (scripts/build_variant_bank.py; default: %(default)s)")
+    parser.add_argument("--grid", choices=sorted(MODEL_GRIDS), default="whole_brain",
+                        help="model grid (default: %(default)s)")
     parser.add_argument("--recon-minutes", type=float, default=30.0, help="Stage I training budget")
     parser.add_argument("--seg-minutes", type=float, default=15.0, help="Stage II training budget")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: %(default)s)")
@@ -120,22 +130,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="slices per step, both stages (default: %(default)s; more steps in a CPU budget)")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start both networks from this bundle's weights (same architectures; fine-tuning)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --work")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     return parser.parse_args(argv)
 
 
-def preprocess_volumes(names: tuple[str, ...], cache: Path) -> dict[str, ModelSpaceCase]:
-    """Fetch and preprocess healthy volumes (``[50, 96, 96]`` arrays), cached by the preprocessing spec."""
-    cases = {}
-    for name in names:
-        if name in NEVER_TRAIN_ON:
-            raise ValueError(f"{name} is a test case; it must never be used for training")
-        start = time.perf_counter()
-        cases[name] = cached_case(name, sample_data.fetch(name), cache, PreprocessingSpec())
-        LOG.info("%s ready in %.1f s", name, time.perf_counter() - start)
-        check_case(cases[name])
+def bank_cases(root: Path, sources: tuple[str, ...], indices: range | None = None) -> list[ModelSpaceCase]:
+    """Variants of ``sources`` from the bank (``[Z, 96, 96]`` arrays), each sanity-checked."""
+    if set(sources) & set(NEVER_TRAIN_ON):
+        raise ValueError(f"{sorted(set(sources) & set(NEVER_TRAIN_ON))} are test cases; never in the bank")
+    cases = load_variants(root, sources, indices)
+    for case in cases:
+        check_case(case)
     return cases
+
+
+def check_never_saw_held_out(bundle: ModelBundle) -> None:
+    """Refuse to fine-tune from a model that trained on a calibration or test source (or whose recipe
+    does not say what it trained on)."""
+    recipe = bundle.description.get("provenance", {}).get("default_model", {})
+    seen = recipe.get("training_sources", recipe.get("training_volumes"))
+    if seen is None:
+        raise SystemExit(f"{bundle.path}: records no training sources; cannot tell whether it saw the held-out ones")
+    leaked = sorted(set(seen) & {*CALIBRATION_SOURCES, *TEST_SOURCES, *NEVER_TRAIN_ON})
+    if leaked:
+        raise SystemExit(f"{bundle.path} was trained on {', '.join(leaked)}, which this recipe holds out")
 
 
 def check_case(case: ModelSpaceCase) -> None:
@@ -191,14 +212,20 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("%s holds an earlier run; pass --resume to continue it or remove it", args.work)
         return 2
 
+    initial = load_bundle(args.init_from) if args.init_from else None
+    if initial is not None:
+        check_never_saw_held_out(initial)
     stage_start = time.perf_counter()
-    volumes = preprocess_volumes((*TRAINING_VOLUMES, HELD_OUT), args.cache)
-    wall["preprocessing_s"] = time.perf_counter() - stage_start
-    # Case ids order the held-out volume last: the trainers hold out the last case by id.
-    training = [renamed(volumes[name], f"train_{name}") for name in TRAINING_VOLUMES]
-    held_out = renamed(volumes[HELD_OUT], f"val_{HELD_OUT}")
-    cases = [*training, held_out]
-    preprocessing = PreprocessingSpec().to_dict()
+    spec = dataclasses.replace(PreprocessingSpec(), grid=MODEL_GRIDS[args.grid])
+    preprocessing = spec.to_dict()
+    root = bank_root(args.bank, spec)
+    LOG.info("variant bank %s", root)
+    stage1_cases = bank_cases(root, TRAINING_SOURCES, STAGE1_VARIANTS)
+    # The trainers hold out the last case by id for validation: the calibration source's scan as it is.
+    scan = bank_cases(root, CALIBRATION_SOURCES[:1], range(0, 1))[0]
+    held_out = renamed(scan, f"zz_validation_{scan.case_id}")
+    wall["loading_s"] = time.perf_counter() - stage_start
+    LOG.info("Stage I: %d variants", len(stage1_cases))
 
     recon_config = load_config("recon_cpu")
     recon_config["name"] = "recon_cpu (default model)"
@@ -210,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def train_stage1(max_steps: int, resume: bool):
         recon_config["training"]["max_steps"] = max_steps
-        return train_recon(cases, recon_config, args.work / "recon", resume=resume, device=args.device,
-                           progress=False, preprocessing=preprocessing)
+        return train_recon([*stage1_cases, held_out], recon_config, args.work / "recon", resume=resume,
+                           device=args.device, progress=False, preprocessing=preprocessing,
+                           initial_weights=initial.component("recon").state_dict if initial else None)
 
     stage_start = time.perf_counter()
     recon_bundle_dir = args.work / "recon_bundle"
@@ -230,12 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     seg_config["lesions"] = {"fraction": LESION_FRACTION}
     seg_config["training"].update(precision=args.precision, batch_size=args.batch_size, validation_cases=1,
                                   validation_max_slices=32, augmentation=STRONG_AUGMENTATION,
+                                  mask_erosion_p=MASK_EROSION_P,
                                   checkpoint_every=100, validate_every=10**9, log_every=10)
+
+    # Loaded only now: the bank may still have been growing while Stage I trained.
+    stage2_cases = bank_cases(root, TRAINING_SOURCES)
+    LOG.info("Stage II: %d variants", len(stage2_cases))
 
     def train_stage2(max_steps: int, resume: bool):
         seg_config["training"]["max_steps"] = max_steps
-        return train_seg(recon_bundle, cases, [], seg_config, args.work / "seg", resume=resume,
-                         device=args.device, progress=False)
+        return train_seg(recon_bundle, [*stage2_cases, held_out], [], seg_config, args.work / "seg", resume=resume,
+                         device=args.device, progress=False,
+                         initial_weights=initial.component("seg").state_dict if initial else None)
 
     stage_start = time.perf_counter()
     seg_bundle, seg_outcome = StageBudget("Stage II", args.work / "seg", args.seg_minutes * 60).run(train_stage2)
@@ -244,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stage_start = time.perf_counter()
     scorer = AnomalyScorer.from_bundle(seg_bundle, device=args.device, precision="fp32")
-    fpr_cases = [case for case in cases if case.case_id.split("_", 1)[1] in FPR_VOLUMES]
-    result = calibrate(scorer, calibration_cases(held_out, seg_config), fpr_cases,
+    calibration_variants = bank_cases(root, CALIBRATION_SOURCES)
+    result = calibrate(scorer, calibration_cases(held_out, seg_config), calibration_variants,
                        beta_candidates=BETA_CANDIDATES)
     LOG.info("calibration: %s", describe(result))
     bundle = apply_calibration(seg_bundle, result)
@@ -254,9 +288,16 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {
         "name": MODEL_NAME,
-        "training_volumes": list(TRAINING_VOLUMES),
-        "held_out_volume": HELD_OUT,
-        "fpr_volumes": list(FPR_VOLUMES),
+        "variant_bank": {"spec_key": root.name, "grid": args.grid},
+        "training_sources": list(TRAINING_SOURCES),
+        "stage1_variants": [STAGE1_VARIANTS.start, STAGE1_VARIANTS.stop],
+        "stage1_cases": len(stage1_cases),
+        "stage2_cases": len(stage2_cases),
+        "calibration_sources": list(CALIBRATION_SOURCES),
+        "test_sources": list(TEST_SOURCES),
+        "validation_case": held_out.case_id,
+        "initialised_from": None if initial is None else {
+            "name": initial.name, **{f"{part}_sha256": initial.component(part).sha256 for part in ("recon", "seg")}},
         "batch_size": args.batch_size,
         "device": describe_device(choose_device(args.device)),
         "threads": args.threads,

@@ -152,6 +152,7 @@ def train_recon(
     progress: bool = True,
     context: DistributedContext | None = None,
     preprocessing: dict | None = None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
 ) -> tuple[ModelBundle, TrainingOutcome]:
     """Train a Stage I model on healthy ``cases``; returns the (unsaved) bundle and the outcome.
 
@@ -159,6 +160,7 @@ def train_recon(
         work_dir: checkpoints and logs; with ``resume`` the run continues from its checkpoint.
         context: a distributed context (default: :func:`init_distributed` from ``torchrun``'s variables).
         preprocessing: the preprocessing spec to record in the bundle.
+        initial_weights: start from these weights (a Stage I state dict of the same architecture).
     """
     spec, settings, noise_levels = parse_config(config)
     context = context or init_distributed(device)
@@ -181,6 +183,7 @@ def train_recon(
         lambda: build_network(spec), settings, context, work_dir,
         batch_fn=batch_fn, loss_fn=ReconObjective(spec, context.device), validate_fn=validate_fn,
         resume=resume, progress=progress, identity={"task": "train-recon", "model": spec.to_dict()},
+        initial_weights=initial_weights,
     )
     outcome = trainer.fit()
     bundle = ModelBundle(

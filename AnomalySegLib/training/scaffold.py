@@ -58,14 +58,18 @@ def build_trainer(
     resume: bool,
     progress: bool,
     identity: dict | None = None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
 ) -> Trainer:
     """A :class:`Trainer` for the network ``build_network()`` makes, with the settings' optimizer.
 
     The network is built right after seeding torch with ``settings.seed``, so its initial weights are
-    the same in every process and every run.
+    the same in every process and every run; ``initial_weights`` (a state dict of the same architecture,
+    e.g. an earlier model's) replace them (fine-tuning). A resumed run continues from its checkpoint.
     """
     torch.manual_seed(settings.seed)
     network = build_network()
+    if initial_weights is not None:
+        network.load_state_dict(initial_weights)
     optimizer_class = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
     return Trainer(
         network,

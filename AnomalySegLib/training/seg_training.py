@@ -16,6 +16,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from AnomalySegLib.bundle import ModelBundle, load_bundle
 from AnomalySegLib.diffusion.reconstruction import load_reconstructor
 from AnomalySegLib.errors import InputError
@@ -46,6 +48,7 @@ def train_seg(
     device: str = "auto",
     progress: bool = True,
     context: DistributedContext | None = None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
 ) -> tuple[ModelBundle, TrainingOutcome]:
     """Train a SegUnet on top of ``recon_bundle``'s Stage I; returns the (unsaved) SADM bundle.
 
@@ -54,6 +57,7 @@ def train_seg(
         labelled_cases: volumes with ``labels`` (may be empty when healthy cases are given).
         work_dir: checkpoints and logs; with ``resume`` the run continues from its checkpoint.
         context: distributed context (default: from ``torchrun``'s variables).
+        initial_weights: start from these weights (a SegUnet state dict of the same architecture).
 
     Raises:
         InputError: no data, a labelled case without labels, or a timestep range outside Stage I's schedule.
@@ -91,7 +95,7 @@ def train_seg(
     trainer = build_trainer(
         lambda: SegUnet(parsed.network), settings, context, work_dir,
         batch_fn=batch_fn, loss_fn=SegObjective(settings.dice_weight), validate_fn=validate_fn,
-        resume=resume, progress=progress,
+        resume=resume, progress=progress, initial_weights=initial_weights,
     )
     outcome = trainer.fit()
 
