@@ -8,7 +8,7 @@ Recipe (every step uses the engine's own functions; nothing here is specific to 
 1. the variant bank (``scripts/build_variant_bank.py`` on the whole-brain grid): every healthy source as
    it is and re-acquired (slice thickness, resolution, noise, bias field, contrast, geometry), passed
    through the real preprocessing; MRBrainTumor1/2 are never in it;
-2. the sources are split by subject: :data:`TRAINING_SOURCES` train the networks; :data:`CALIBRATION_SOURCES`
+2. the sources are split by subject: the training sources train the networks; :data:`CALIBRATION_SOURCES`
    (never trained on) choose β, the validation threshold and, afterwards, the operating point
    (``scripts/calibrate_default_model.py``); :data:`TEST_SOURCES` are kept out of every choice so that
    benchmarks can report the model on an unseen subject;
@@ -57,7 +57,7 @@ from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
 from AnomalySegLib.calibration import apply_calibration, calibrate, describe
 from AnomalySegLib.device import describe as describe_device, choose_device
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
-from AnomalySegLib.augmentation.variant_bank import DEFAULT_BANK, bank_root, load_variants
+from AnomalySegLib.augmentation.variant_bank import DEFAULT_BANK, SOURCES, bank_root, load_variants
 from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, PreprocessingSpec
 from AnomalySegLib.scoring.volume import AnomalyScorer
 from AnomalySegLib.training.budget import StageBudget
@@ -73,13 +73,13 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPOSITORY_ROOT / "Resources" / "Models" / "default"
 DEFAULT_WORK = REPOSITORY_ROOT / ".cache" / "default_model"
 
-#: Bank sources (:data:`AnomalySegLib.augmentation.variant_bank.SOURCES`) split by subject. The networks
-#: train on these (three real subjects and the three population templates) ...
-TRAINING_SOURCES = ("mrhead", "robex_atlas_t1", "colin27_t1", "icbm2009c_t1", "sri24_t1_brain", "icbm2009a_t1_brain")
-#: ... the thresholds are chosen on this subject (never trained on) ...
+#: Bank sources (:data:`AnomalySegLib.augmentation.variant_bank.SOURCES`) split by subject: the thresholds
+#: are chosen on these (never trained on) ...
 CALIBRATION_SOURCES = ("itk_kmeans_t1",)
-#: ... and this one is kept out of every choice (reported as unseen by the benchmarks).
+#: ... these are kept out of every choice (reported as unseen by the benchmarks) ...
 TEST_SOURCES = ("someones_anatomy",)
+#: ... and the networks train on all the others (``--calibration-sources`` / ``--test-sources`` make
+#: another split, e.g. a leave-one-source-out fold).
 NEVER_TRAIN_ON = ("mrbraintumor1", "mrbraintumor2")
 #: Stage I sees these variant numbers of each training source (0: the scan as it is); Stage II sees all,
 #: so that the rest are acquisitions Stage I never reconstructed during training.
@@ -130,6 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="slices per step, both stages (default: %(default)s; more steps in a CPU budget)")
+    parser.add_argument("--calibration-sources", nargs="+", choices=sorted(SOURCES), default=list(CALIBRATION_SOURCES),
+                        help="bank sources that choose the thresholds (default: %(default)s)")
+    parser.add_argument("--test-sources", nargs="+", choices=sorted(SOURCES), default=list(TEST_SOURCES),
+                        help="bank sources kept out of every choice (default: %(default)s)")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start both networks from this bundle's weights (same architectures; fine-tuning)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --work")
@@ -147,14 +151,28 @@ def bank_cases(root: Path, sources: tuple[str, ...], indices: range | None = Non
     return cases
 
 
-def check_never_saw_held_out(bundle: ModelBundle) -> None:
-    """Refuse to fine-tune from a model that trained on a calibration or test source (or whose recipe
-    does not say what it trained on)."""
+def split_sources(calibration: list[str], test: list[str]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """``(training, calibration, test)`` sources: training is every bank source in neither held-out group.
+
+    Raises:
+        SystemExit: the held-out groups overlap, or nothing is left to train on.
+    """
+    if set(calibration) & set(test):
+        raise SystemExit(f"a source cannot both calibrate and test: {sorted(set(calibration) & set(test))}")
+    training = tuple(source for source in SOURCES if source not in calibration and source not in test)
+    if not training:
+        raise SystemExit("no bank source is left for training")
+    return training, tuple(calibration), tuple(test)
+
+
+def check_never_saw_held_out(bundle: ModelBundle, held_out: tuple[str, ...]) -> None:
+    """Refuse to fine-tune from a model that trained on a ``held_out`` source or a test case (or whose
+    recipe does not say what it trained on)."""
     recipe = bundle.description.get("provenance", {}).get("default_model", {})
     seen = recipe.get("training_sources", recipe.get("training_volumes"))
     if seen is None:
         raise SystemExit(f"{bundle.path}: records no training sources; cannot tell whether it saw the held-out ones")
-    leaked = sorted(set(seen) & {*CALIBRATION_SOURCES, *TEST_SOURCES, *NEVER_TRAIN_ON})
+    leaked = sorted(set(seen) & {*held_out, *NEVER_TRAIN_ON})
     if leaked:
         raise SystemExit(f"{bundle.path} was trained on {', '.join(leaked)}, which this recipe holds out")
 
@@ -212,17 +230,18 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("%s holds an earlier run; pass --resume to continue it or remove it", args.work)
         return 2
 
+    training_sources, calibration_sources, test_sources = split_sources(args.calibration_sources, args.test_sources)
     initial = load_bundle(args.init_from) if args.init_from else None
     if initial is not None:
-        check_never_saw_held_out(initial)
+        check_never_saw_held_out(initial, (*calibration_sources, *test_sources))
     stage_start = time.perf_counter()
     spec = dataclasses.replace(PreprocessingSpec(), grid=MODEL_GRIDS[args.grid])
     preprocessing = spec.to_dict()
     root = bank_root(args.bank, spec)
     LOG.info("variant bank %s", root)
-    stage1_cases = bank_cases(root, TRAINING_SOURCES, STAGE1_VARIANTS)
+    stage1_cases = bank_cases(root, training_sources, STAGE1_VARIANTS)
     # The trainers hold out the last case by id for validation: the calibration source's scan as it is.
-    scan = bank_cases(root, CALIBRATION_SOURCES[:1], range(0, 1))[0]
+    scan = bank_cases(root, calibration_sources[:1], range(0, 1))[0]
     held_out = renamed(scan, f"zz_validation_{scan.case_id}")
     wall["loading_s"] = time.perf_counter() - stage_start
     LOG.info("Stage I: %d variants", len(stage1_cases))
@@ -262,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                                   checkpoint_every=100, validate_every=10**9, log_every=10)
 
     # Loaded only now: the bank may still have been growing while Stage I trained.
-    stage2_cases = bank_cases(root, TRAINING_SOURCES)
+    stage2_cases = bank_cases(root, training_sources)
     LOG.info("Stage II: %d variants", len(stage2_cases))
 
     def train_stage2(max_steps: int, resume: bool):
@@ -278,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stage_start = time.perf_counter()
     scorer = AnomalyScorer.from_bundle(seg_bundle, device=args.device, precision="fp32")
-    calibration_variants = bank_cases(root, CALIBRATION_SOURCES)
+    calibration_variants = bank_cases(root, calibration_sources)
     result = calibrate(scorer, calibration_cases(held_out, seg_config), calibration_variants,
                        beta_candidates=BETA_CANDIDATES)
     LOG.info("calibration: %s", describe(result))
@@ -289,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "name": MODEL_NAME,
         "variant_bank": {"spec_key": root.name, "grid": args.grid},
-        "training_sources": list(TRAINING_SOURCES),
+        "training_sources": list(training_sources),
         "stage1_variants": [STAGE1_VARIANTS.start, STAGE1_VARIANTS.stop],
         "stage1_cases": len(stage1_cases),
         "stage2_cases": len(stage2_cases),
-        "calibration_sources": list(CALIBRATION_SOURCES),
-        "test_sources": list(TEST_SOURCES),
+        "calibration_sources": list(calibration_sources),
+        "test_sources": list(test_sources),
         "validation_case": held_out.case_id,
         "initialised_from": None if initial is None else {
             "name": initial.name, **{f"{part}_sha256": initial.component(part).sha256 for part in ("recon", "seg")}},

@@ -1,0 +1,52 @@
+"""scripts/train_default_model.py: how the variant bank's sources are split by subject, and which earlier
+models it may fine-tune from (a model that saw a held-out subject would make the held-out numbers a lie)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from AnomalySegLib.augmentation.variant_bank import SOURCES
+from AnomalySegLib.bundle import ModelBundle
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_default_model.py"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("train_default_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_split_trains_on_every_other_source(recipe):
+    training, calibration, test = recipe.split_sources(list(recipe.CALIBRATION_SOURCES), list(recipe.TEST_SOURCES))
+    assert set(training) | set(calibration) | set(test) == set(SOURCES)
+    assert not set(training) & (set(calibration) | set(test)) and not set(calibration) & set(test)
+    assert not set(SOURCES) & set(recipe.NEVER_TRAIN_ON)  # the tumour cases are never a bank source
+
+
+def test_a_leave_one_source_out_fold_and_bad_splits(recipe):
+    training, _, test = recipe.split_sources(["itk_kmeans_t1"], ["mrhead"])
+    assert "mrhead" not in training and test == ("mrhead",) and "someones_anatomy" in training
+    with pytest.raises(SystemExit, match="both calibrate and test"):
+        recipe.split_sources(["mrhead"], ["mrhead", "colin27_t1"])
+    with pytest.raises(SystemExit, match="no bank source is left"):
+        recipe.split_sources(list(SOURCES)[:1], list(SOURCES)[1:])
+
+
+def test_fine_tuning_only_from_a_model_that_never_saw_the_held_out_subjects(recipe):
+    def model(**recipe_record) -> ModelBundle:
+        return ModelBundle(description={"provenance": {"default_model": recipe_record}}, path=Path("earlier"))
+
+    earlier = model(training_volumes=["icbm2009c_t1", "colin27_t1", "mrhead"])  # the first default model's record
+    recipe.check_never_saw_held_out(earlier, ("itk_kmeans_t1", "someones_anatomy"))
+    with pytest.raises(SystemExit, match="trained on mrhead"):
+        recipe.check_never_saw_held_out(earlier, ("itk_kmeans_t1", "mrhead"))
+    with pytest.raises(SystemExit, match="trained on mrbraintumor1"):
+        recipe.check_never_saw_held_out(model(training_sources=["mrbraintumor1"]), ("itk_kmeans_t1",))
+    with pytest.raises(SystemExit, match="records no training sources"):
+        recipe.check_never_saw_held_out(model(), ("itk_kmeans_t1",))
