@@ -182,6 +182,7 @@ def test_invalid_parameters_are_refused():
         AcquisitionParams(gamma=-1.0)
 
 
+@pytest.mark.slow  # the real preprocessing, twice
 def test_variant_bank_writes_case_folders_and_resumes(tmp_path, real_data, caplog):
     """scripts/build_variant_bank.py: the scan and one simulated variant through the real preprocessing into
     case folders carrying their acquisition; a second run finds both and builds nothing."""

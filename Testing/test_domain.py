@@ -49,6 +49,7 @@ def run_check(check: DomainCheck, image: sitk.Image, name: str) -> DomainReport:
 
 # --- accepted: the real scans (healthy and tumour), unflagged or flagged but never refused ---------
 
+@pytest.mark.slow  # real preprocessing
 @pytest.mark.parametrize("name", ["mrhead", "mrbraintumor1", "mrbraintumor2", "itk_kmeans_t1", "colin27_t1",
                                   "sri24_t1_brain"])
 def test_real_brain_scans_pass(check, real_data, name):
@@ -62,6 +63,7 @@ def segmenter() -> AnomalySegmenter:
     return AnomalySegmenter(device="cpu")
 
 
+@pytest.mark.slow  # real preprocessing and the default model
 @pytest.mark.parametrize("name, thickness_mm", [("mrbraintumor1", 5.0), ("mrhead", 6.5)])
 def test_thick_slice_versions_pass_flagged(segmenter, real_data, caplog, name, thickness_mm):
     """Through the engine entry point: processed, flagged, and the warning logged (it reaches stderr)."""
@@ -100,6 +102,7 @@ def test_twenty_mm_slices_refused_before_preprocessing(check, real_data):
         check.before_preprocessing(image, "thick.nii.gz")
 
 
+@pytest.mark.slow  # real preprocessing
 @pytest.mark.parametrize("kind, expected", [
     ("sphere", "does not look like a brain MRI"),
     ("blob_body", "does not look like a brain MRI"),

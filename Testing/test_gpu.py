@@ -180,6 +180,7 @@ def test_prefetcher_on_gpu_gives_the_results_of_sequential_cases(tmp_path):
     assert by_case["b"]["volume_ml"] == pytest.approx(alone[0]["volume_ml"], rel=1e-3)
 
 
+@pytest.mark.slow  # preprocesses MRBrainTumor1 and runs the default model on it
 def test_speed_options_leave_the_scores_unchanged_on_the_cpu(bundle, sample):
     """The options the GPU check measures change only speed: SegUnet rows of all noise levels in one
     pass vs one row per pass, and channels-last weights and inputs, give the same scores (CPU fp32)."""

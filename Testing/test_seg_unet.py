@@ -61,6 +61,7 @@ def test_bad_inputs_are_refused():
         SegUnetSpec(inputs="residual")
 
 
+@pytest.mark.slow  # trains a SegUnet
 def test_learns_an_anomaly_visible_only_in_the_residual():
     """Squares that differ between x and x̂ are anomalies; squares present in both are not."""
     torch.manual_seed(0)
