@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AnomalySegLib.errors import OutputExistsError
+from AnomalySegLib.errors import InputError, OutputExistsError
 from AnomalySegLib.preprocessing import case_folder
 from AnomalySegLib.preprocessing.bias_field import estimate_bias_field
 from AnomalySegLib.preprocessing.brain_mask import head_mask, skull_stripped_mask
@@ -26,7 +26,7 @@ from AnomalySegLib.preprocessing.spec import (
     PreprocessingSpec,
     SpecError,
 )
-from AnomalySegLib.preprocessing.template import load_template
+from AnomalySegLib.preprocessing.template import load_template, template_grid, with_template
 from AnomalySegLib.resources import resources_dir
 
 
@@ -55,6 +55,7 @@ def test_spec_json_round_trip_keeps_every_field():
      "registration.similarity_shrink_factors"),
     ({"denoise_steps": 3}, "denoise_steps"),
     ({"bias_field": {"shrink": 4}}, "bias_field.shrink"),
+    ({"template": "colin27"}, "template"),
 ])
 def test_spec_rejects_invalid_fields_naming_them(data, field):
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
@@ -98,6 +99,28 @@ def test_committed_template_is_compact_and_covers_the_model_grid():
     # the dropped slices cut off the top of the cortex and the cerebellum base, nothing else
     inside = sitk.GetArrayViewFromImage(mask_in_grid)
     assert inside[25].mean() > 0.4 and inside[:, 0].sum() == 0 and inside[:, :, 0].sum() == 0
+
+
+def test_template_grid_of_the_default_template_is_the_default_grid():
+    assert template_grid("icbm2009c") == ModelGrid()
+    assert with_template(PreprocessingSpec(), "icbm2009c") == PreprocessingSpec()
+
+
+def test_sri24_template_is_made_from_its_skull_stripped_t1(real_data):
+    """SRI24 (fetched on first use): the stripped T1 serves as both T1s; its brain is the non-zero region."""
+    template = load_template("sri24")
+    assert template.t1 is template.t1_brain and template.t1.GetSpacing() == (1.0, 1.0, 1.0)
+    brain_ml = np.count_nonzero(sitk.GetArrayViewFromImage(template.mask)) / 1000
+    assert 1300 < brain_ml < 1700  # SRI24's brain incl. ventricles (ICBM 2009c's mask: ~1890 ml with CSF)
+    spec = with_template(PreprocessingSpec(), "sri24")
+    assert spec.template == "sri24" and spec.grid.size == ModelGrid().size and spec.grid != ModelGrid()
+    inside = sitk.GetArrayViewFromImage(resample_to_model(template.mask, sitk.Transform(), spec.grid, binary=True))
+    assert inside[25].mean() > 0.4 and inside[:, 0].sum() == 0 and inside[:, :, 0].sum() == 0
+
+
+def test_unknown_template_is_refused_naming_it():
+    with pytest.raises(InputError, match="colin27"):
+        load_template("colin27")
 
 
 # --- orientation and resampling ---------------------------------------------------------------------
@@ -166,6 +189,22 @@ def test_n4_removes_a_known_smooth_bias_field(real_data):
         return float(np.std(ratio))
 
     assert spread_of_ratio(corrected) < 0.5 * spread_of_ratio(biased)
+
+
+def test_n4_without_a_mask_fits_inside_the_head(real_data):
+    """Skull-on input (no brain mask yet): the head found on the shrunk image is the fit's mask; the
+    known field is removed inside the brain as well as with the brain mask."""
+    clean = read(real_data, "colin27_t1")
+    brain = sitk.GetArrayViewFromImage(read(real_data, "colin27_t1_brain")) > 0
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in clean.GetSize()[::-1]], indexing="ij")
+    field = np.exp(0.3 * x + 0.2 * z - 0.15 * y * y).astype(np.float32)
+    biased = sitk.GetImageFromArray(sitk.GetArrayFromImage(clean) * field)
+    biased.CopyInformation(clean)
+    corrected = estimate_bias_field(biased, None, BiasFieldSpec()).correct(biased)
+
+    truth = sitk.GetArrayViewFromImage(clean)[brain]
+    ratio = np.log(sitk.GetArrayViewFromImage(corrected)[brain] / truth)
+    assert np.std(ratio) < 0.5 * np.std(np.log(field[brain]))
 
 
 # --- model space ------------------------------------------------------------------------------------
