@@ -6,8 +6,8 @@ single-case ``segment`` does (the template's registration pyramid is built insid
 ``git archive <commit>`` unpacked into DIR), so that before and after share the machine's load.
 
 The template part registers, for every template of ``choices.TEMPLATES``, the template itself moved
-by known random affines (as ``Testing/test_registration.py`` does) and a real scan (Colin27,
-skull-stripped and skull-on), in this process: recovery error (mm), template correlation in model space, seconds.
+by known random affines (as ``Testing/test_registration.py`` does) and real scans (Colin27,
+skull-stripped and skull-on; MRBrainTumor1), in this process: recovery error (mm), template correlation in model space, seconds.
 
 Prints a table and writes it as the ``<!-- preprocess -->`` section of BENCHMARKS.md. Usage::
 
@@ -41,7 +41,8 @@ from AnomalySegLib.preprocessing.template import load_template, with_template
 SECTION = "preprocess"
 TARGET_S = 4.0
 SEEDS = (0, 1, 4)
-REAL_SCANS = {"colin27_t1_brain": "real, skull-stripped", "colin27_t1": "real, skull-on"}
+REAL_SCANS = {"colin27_t1_brain": "real, skull-stripped", "colin27_t1": "real, skull-on",
+              "mrbraintumor1": "real, skull-on, contrast-enhanced, tumour"}
 
 # one timed run in a fresh process: the code under test is whatever PYTHONPATH points at
 CHILD = """
