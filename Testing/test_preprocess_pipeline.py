@@ -23,8 +23,8 @@ from AnomalySegLib.preprocessing import (
 from AnomalySegLib.preprocessing.case_folder import TRANSFORM_FILE
 from AnomalySegLib.preprocessing.model_space import resample_to_model
 from AnomalySegLib.preprocessing.pipeline import MASK_SKULL_STRIPPED_INPUT, MASK_TEMPLATE
-from AnomalySegLib.preprocessing.spec import PreprocessingSpec
-from AnomalySegLib.preprocessing.template import load_template, with_template
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec, with_template
+from AnomalySegLib.preprocessing.template import load_template
 
 pytestmark = pytest.mark.slow
 

@@ -23,10 +23,12 @@ from AnomalySegLib.preprocessing.spec import (
     BiasFieldSpec,
     BrainMaskSpec,
     ModelGrid,
+    TEMPLATE_BRAIN_CENTRES_MM,
     PreprocessingSpec,
     SpecError,
+    with_template,
 )
-from AnomalySegLib.preprocessing.template import load_template, template_grid, with_template
+from AnomalySegLib.preprocessing.template import load_template
 from AnomalySegLib.resources import resources_dir
 
 
@@ -62,19 +64,37 @@ def test_spec_rejects_invalid_fields_naming_them(data, field):
         PreprocessingSpec.from_dict(data)
 
 
-def test_default_model_grid_is_the_papers_crop_around_the_template_brain():
-    """192×192×160 at 1 mm centred on the template brain's bounding box → ×2 → drop 15+15 slices."""
-    mask = load_template().mask
+def brain_centre(mask: sitk.Image) -> tuple[float, float, float]:
+    """Physical centre (mm) of the bounding box of a 0/1 mask."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(mask)
     box = stats.GetBoundingBox(1)
     low = mask.TransformIndexToPhysicalPoint(box[:3])
     high = mask.TransformIndexToPhysicalPoint([box[i] + box[i + 3] - 1 for i in range(3)])
-    centre = tuple((a + b) / 2 for a, b in zip(low, high))
-    derived = ModelGrid.from_crop(centre)
+    return tuple((a + b) / 2 for a, b in zip(low, high))
+
+
+def test_default_model_grid_is_the_papers_crop_around_the_template_brain():
+    """192×192×160 at 1 mm centred on the template brain's bounding box → ×2 → drop 15+15 slices."""
+    derived = ModelGrid.from_crop(brain_centre(load_template().mask))
     assert derived == ModelGrid()
     assert derived.size == (96, 96, 50) and derived.spacing == (2.0, 2.0, 2.0)
     assert derived.array_shape == (50, 96, 96)
+
+
+@pytest.mark.parametrize("name", ["icbm2009c", "sri24"])
+def test_template_brain_centres_are_the_templates(real_data, name):
+    assert brain_centre(load_template(name).mask) == pytest.approx(TEMPLATE_BRAIN_CENTRES_MM[name], abs=1e-6)
+
+
+def test_a_grid_of_another_template_is_refused():
+    assert with_template(PreprocessingSpec(), "icbm2009c") == PreprocessingSpec()
+    sri24 = with_template(PreprocessingSpec(), "sri24")
+    assert sri24.grid.centre == pytest.approx(TEMPLATE_BRAIN_CENTRES_MM["sri24"], abs=1.0)
+    with pytest.raises(SpecError, match="grid .*another template"):
+        PreprocessingSpec(template="sri24")
+    with pytest.raises(SpecError, match="template"):
+        with_template(PreprocessingSpec(), "colin27")
 
 
 def test_model_grid_axial_slices_run_inferior_to_superior():
@@ -101,11 +121,6 @@ def test_committed_template_is_compact_and_covers_the_model_grid():
     assert inside[25].mean() > 0.4 and inside[:, 0].sum() == 0 and inside[:, :, 0].sum() == 0
 
 
-def test_template_grid_of_the_default_template_is_the_default_grid():
-    assert template_grid("icbm2009c") == ModelGrid()
-    assert with_template(PreprocessingSpec(), "icbm2009c") == PreprocessingSpec()
-
-
 def test_sri24_template_is_made_from_its_skull_stripped_t1(real_data):
     """SRI24 (fetched on first use): the stripped T1 serves as both T1s; its brain is the non-zero region."""
     template = load_template("sri24")
@@ -114,7 +129,7 @@ def test_sri24_template_is_made_from_its_skull_stripped_t1(real_data):
     assert 1300 < brain_ml < 1700  # SRI24's brain incl. ventricles (ICBM 2009c's mask: ~1890 ml with CSF)
     spec = with_template(PreprocessingSpec(), "sri24")
     assert spec.template == "sri24" and spec.grid.size == ModelGrid().size and spec.grid != ModelGrid()
-    inside = sitk.GetArrayViewFromImage(resample_to_model(template.mask, sitk.Transform(), spec.grid, binary=True))
+    inside = sitk.GetArrayFromImage(resample_to_model(template.mask, sitk.Transform(), spec.grid, binary=True))
     assert inside[25].mean() > 0.4 and inside[:, 0].sum() == 0 and inside[:, :, 0].sum() == 0
 
 
@@ -195,7 +210,7 @@ def test_n4_without_a_mask_fits_inside_the_head(real_data):
     """Skull-on input (no brain mask yet): the head found on the shrunk image is the fit's mask; the
     known field is removed inside the brain as well as with the brain mask."""
     clean = read(real_data, "colin27_t1")
-    brain = sitk.GetArrayViewFromImage(read(real_data, "colin27_t1_brain")) > 0
+    brain = sitk.GetArrayFromImage(read(real_data, "colin27_t1_brain")) > 0
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in clean.GetSize()[::-1]], indexing="ij")
     field = np.exp(0.3 * x + 0.2 * z - 0.15 * y * y).astype(np.float32)
     biased = sitk.GetImageFromArray(sitk.GetArrayFromImage(clean) * field)

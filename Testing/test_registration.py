@@ -8,8 +8,8 @@ import SimpleITK as sitk
 
 from AnomalySegLib.preprocessing.pipeline import MASK_SKULL_STRIPPED_INPUT, MASK_TEMPLATE, preprocess_image
 from AnomalySegLib.preprocessing.registration import mask_points, point_errors_mm, random_affine, reduce
-from AnomalySegLib.preprocessing.spec import PreprocessingSpec
-from AnomalySegLib.preprocessing.template import load_template, with_template
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec, with_template
+from AnomalySegLib.preprocessing.template import load_template
 
 # Recovery error on the template moved by a known affine. Measured (mean over brain points): 0.05–0.15 mm
 # on ICBM 2009c skull-on, 0.15–0.22 mm on SRI24; a registration a level off (e.g. the similarity stage

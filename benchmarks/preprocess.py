@@ -35,8 +35,8 @@ from AnomalySegLib.choices import TEMPLATES
 from AnomalySegLib.preprocessing.model_space import resample_to_model
 from AnomalySegLib.preprocessing.pipeline import preprocess_image
 from AnomalySegLib.preprocessing.registration import mask_points, point_errors_mm, random_affine
-from AnomalySegLib.preprocessing.spec import PreprocessingSpec
-from AnomalySegLib.preprocessing.template import load_template, with_template
+from AnomalySegLib.preprocessing.spec import PreprocessingSpec, with_template
+from AnomalySegLib.preprocessing.template import load_template
 
 SECTION = "preprocess"
 TARGET_S = 4.0

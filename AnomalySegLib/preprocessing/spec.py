@@ -5,7 +5,7 @@ inference repeats exactly what training saw. Defaults follow the paper (Behrendt
 docs/design.md, "Preprocessing") except for the atlas: the paper registers to SRI24; we use the MNI ICBM152 2009c
 symmetric template because it ships a skull-on T1, a skull-stripped T1 and a brain mask (needed to
 derive a brain mask for skull-on input without HD-BET), under a permissive licence. SRI24 is offered
-too (``template="sri24"``, with its own grid: :func:`~.template.with_template`).
+too (``template="sri24"``, with its own grid: :func:`with_template`).
 
 The **model grid** is explicit (size, spacing, origin, direction in template physical space, ITK/LPS
 coordinates). The default is the paper's: a 192×192×160 crop at 1 mm centred on the template brain's
@@ -31,6 +31,14 @@ SPEC_VERSION = 1
 
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
+#: Centre (mm, LPS, template physical space) of each template's brain-mask bounding box: the default
+#: model grid of a template is the paper's crop around it (:func:`with_template`).
+#: Testing/test_preprocessing_steps.py derives them from the templates.
+TEMPLATE_BRAIN_CENTRES_MM = {"icbm2009c": (0.0, 17.0, 5.0), "sri24": (119.0, -110.0, 72.5)}
+#: A grid whose centre lies farther than this from its template's brain centre is refused: it was
+#: made for another template (the templates' physical spaces differ by ~200 mm).
+GRID_CENTRE_TOLERANCE_MM = 50.0
+
 
 @dataclass(frozen=True)
 class ModelGrid:
@@ -42,8 +50,7 @@ class ModelGrid:
 
     size: tuple[int, int, int] = (96, 96, 50)
     spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)
-    # Derived by `from_crop` from the ICBM 2009c brain-mask bounding-box centre (0, 17, 5) mm (LPS);
-    # Testing/test_preprocessing_steps.py checks the derivation against the committed template.
+    # `from_crop(TEMPLATE_BRAIN_CENTRES_MM["icbm2009c"])`; Testing/test_preprocessing_steps.py checks it
     origin: tuple[float, float, float] = (-95.0, -78.0, -44.0)
     direction: tuple[float, ...] = IDENTITY_DIRECTION
 
@@ -56,6 +63,13 @@ class ModelGrid:
                "must be three finite numbers (mm)")
         _check(len(self.direction) == 9 and _is_rotation(self.direction), "grid.direction",
                "must be a 3×3 orthonormal matrix (9 numbers, row-major) with determinant +1")
+
+    @property
+    def centre(self) -> tuple[float, float, float]:
+        """Physical centre of the grid (mm)."""
+        half = [(n - 1) / 2 * d for n, d in zip(self.size, self.spacing)]
+        rows = [self.direction[0:3], self.direction[3:6], self.direction[6:9]]
+        return tuple(o + sum(r[k] * half[k] for k in range(3)) for o, r in zip(self.origin, rows))
 
     @property
     def array_shape(self) -> tuple[int, int, int]:
@@ -208,11 +222,23 @@ class PreprocessingSpec(JsonSpec):
         _check(self.version == SPEC_VERSION, "version",
                f"is {self.version!r}; this engine reads preprocessing spec version {SPEC_VERSION}")
         _check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
+        offset = math.dist(self.grid.centre, TEMPLATE_BRAIN_CENTRES_MM[self.template])
+        _check(offset <= GRID_CENTRE_TOLERANCE_MM, "grid",
+               f"is centred {offset:.0f} mm from the brain of template {self.template!r}: it belongs to another "
+               f"template (a spec for another template needs that template's grid: with_template)")
         _check(self.working_spacing_mm > 0, "working_spacing_mm", "must be > 0")
         _check(self.denoise_time_step > 0, "denoise_time_step", "must be > 0")
         _check(self.denoise_iterations >= 0, "denoise_iterations", "must be ≥ 0")
         low, high = self.percentiles
         _check(0 <= low < high <= 100, "percentiles", "must be (low, high) with 0 ≤ low < high ≤ 100")
+
+
+def with_template(spec: PreprocessingSpec, name: str) -> PreprocessingSpec:
+    """``spec`` registering to template ``name``, on that template's default grid (the paper's crop
+    around its brain, :data:`TEMPLATE_BRAIN_CENTRES_MM`)."""
+    if name not in TEMPLATE_BRAIN_CENTRES_MM:
+        raise SpecError(f"preprocessing spec field template must be one of {TEMPLATES}, not {name!r}")
+    return dataclasses.replace(spec, template=name, grid=ModelGrid.from_crop(TEMPLATE_BRAIN_CENTRES_MM[name]))
 
 
 def _check(condition: bool, name: str, problem: str) -> None:

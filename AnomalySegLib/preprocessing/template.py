@@ -11,23 +11,21 @@ one 1 mm grid. Two are offered (:data:`~AnomalySegLib.choices.TEMPLATES`):
   its non-zero region (largest component, holes filled). Skull-on input registered to it (with the
   dilated mask) meets a skull the template lacks; it suits skull-stripped input or learned extraction.
 
-Each template's model grid is the paper's crop around its own brain (:func:`template_grid`).
+Each template's model grid is the paper's crop around its own brain (:func:`~.spec.with_template`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 from AnomalySegLib import sample_data
 from AnomalySegLib.choices import TEMPLATES
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.preprocessing.brain_mask import fill_holes, largest_component
-from AnomalySegLib.preprocessing.spec import ModelGrid, PreprocessingSpec
 from AnomalySegLib.resources import resources_dir
 
 T1_FILE = "t1.nii.gz"
@@ -72,7 +70,7 @@ def load_template(name: str = "icbm2009c") -> Template:
                     mask=images[MASK_FILE])
 
 
-def _stripped_template(name: str, path) -> Template:
+def _stripped_template(name: str, path: Path) -> Template:
     """A template from one skull-stripped T1: brain = largest region above the minimum, holes filled."""
     try:
         t1_brain = sitk.ReadImage(str(path), sitk.sitkFloat32)
@@ -81,20 +79,3 @@ def _stripped_template(name: str, path) -> Template:
     minimum = float(sitk.GetArrayViewFromImage(t1_brain).min())
     mask = fill_holes(largest_component(t1_brain > minimum))
     return Template(name=name, t1=t1_brain, t1_brain=t1_brain, mask=mask)
-
-
-def template_grid(name: str) -> ModelGrid:
-    """The default model grid for template ``name``: the paper's crop (:meth:`ModelGrid.from_crop`)
-    centred on the bounding box of the template's brain mask (physical, mm)."""
-    mask = load_template(name).mask
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(mask)
-    box = stats.GetBoundingBox(1)  # (x, y, z start index, then sizes)
-    centre_index = [box[i] + (box[i + 3] - 1) / 2 for i in range(3)]
-    centre = mask.TransformContinuousIndexToPhysicalPoint(centre_index)
-    return ModelGrid.from_crop(tuple(float(np.round(c, 3)) for c in centre))
-
-
-def with_template(spec: PreprocessingSpec, name: str) -> PreprocessingSpec:
-    """``spec`` registering to template ``name``, on that template's default grid (:func:`template_grid`)."""
-    return dataclasses.replace(spec, template=name, grid=template_grid(name))
