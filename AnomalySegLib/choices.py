@@ -28,5 +28,9 @@ PROTOCOLS = ("default", "paper")
 SPLIT_KINDS = ("seeded", "paper")
 #: Brain mask of skull-on scans: the template's mask through the registration, or learned extraction.
 BRAIN_MASK_METHODS = ("template", "learned")
+#: Registration templates (``PreprocessingSpec.template``): the MNI ICBM152 2009c copy committed under
+#: ``Resources/Templates`` (default), and SRI24, the paper's atlas, made on first use from the skull-stripped
+#: T1 that ``AnomalySegLib.sample_data`` fetches (``sri24_t1_brain``).
+TEMPLATES = ("icbm2009c", "sri24")
 #: Seed of the paper's DRAEM-synthetic IXI test set (the authors' experiment seed).
 DRAEM_TEST_SET_SEED = 3141

@@ -4,7 +4,8 @@ The API-vs-CLI map comparison of ``test_segment.py`` failed now and then in the 
 because of the registration: ITK's Mattes mutual information adds the contributions of its threads to
 one joint histogram in no fixed order, so a multi-threaded affine registration differs from run to run
 in the last float digits (transform parameters ~1e-6, preprocessed intensities ~2e-5 on MRBrainTumor1),
-more often on a loaded machine, whatever ran before in the process. On one ITK thread it is repeatable.
+more often on a loaded machine, whatever ran before in the process. On one ITK thread it is repeatable,
+so the registration's metric runs on one thread (``preprocessing/registration.py``).
 """
 
 from __future__ import annotations
@@ -54,8 +55,5 @@ def test_preprocessing_is_repeatable_on_one_itk_thread(real_data):
 @pytest.mark.slow
 @pytest.mark.skipif(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() < 2,
                     reason="ITK runs on one thread here: repeatable by construction")
-@pytest.mark.xfail(strict=True, reason="preprocessing/registration.py lets the Mattes metric use every ITK thread; "
-                   "the fix is ImageRegistrationMethod.SetNumberOfThreads(1) in _optimise (then remove this "
-                   "marker: strict, so the fix makes this test fail until it is removed)")
 def test_preprocessing_is_repeatable_with_the_default_itk_threads(real_data):
     assert_identical(repeated_arrays(real_data("mrbraintumor1"), threads=None))

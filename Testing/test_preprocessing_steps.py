@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AnomalySegLib.errors import OutputExistsError
+from AnomalySegLib.errors import InputError, OutputExistsError
 from AnomalySegLib.preprocessing import case_folder
 from AnomalySegLib.preprocessing.bias_field import estimate_bias_field
 from AnomalySegLib.preprocessing.brain_mask import head_mask, skull_stripped_mask
@@ -23,8 +23,10 @@ from AnomalySegLib.preprocessing.spec import (
     BiasFieldSpec,
     BrainMaskSpec,
     ModelGrid,
+    TEMPLATE_BRAIN_CENTRES_MM,
     PreprocessingSpec,
     SpecError,
+    with_template,
 )
 from AnomalySegLib.preprocessing.template import load_template
 from AnomalySegLib.resources import resources_dir
@@ -55,25 +57,44 @@ def test_spec_json_round_trip_keeps_every_field():
      "registration.similarity_shrink_factors"),
     ({"denoise_steps": 3}, "denoise_steps"),
     ({"bias_field": {"shrink": 4}}, "bias_field.shrink"),
+    ({"template": "colin27"}, "template"),
 ])
 def test_spec_rejects_invalid_fields_naming_them(data, field):
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
         PreprocessingSpec.from_dict(data)
 
 
-def test_default_model_grid_is_the_papers_crop_around_the_template_brain():
-    """192×192×160 at 1 mm centred on the template brain's bounding box → ×2 → drop 15+15 slices."""
-    mask = load_template().mask
+def brain_centre(mask: sitk.Image) -> tuple[float, float, float]:
+    """Physical centre (mm) of the bounding box of a 0/1 mask."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(mask)
     box = stats.GetBoundingBox(1)
     low = mask.TransformIndexToPhysicalPoint(box[:3])
     high = mask.TransformIndexToPhysicalPoint([box[i] + box[i + 3] - 1 for i in range(3)])
-    centre = tuple((a + b) / 2 for a, b in zip(low, high))
-    derived = ModelGrid.from_crop(centre)
+    return tuple((a + b) / 2 for a, b in zip(low, high))
+
+
+def test_default_model_grid_is_the_papers_crop_around_the_template_brain():
+    """192×192×160 at 1 mm centred on the template brain's bounding box → ×2 → drop 15+15 slices."""
+    derived = ModelGrid.from_crop(brain_centre(load_template().mask))
     assert derived == ModelGrid()
     assert derived.size == (96, 96, 50) and derived.spacing == (2.0, 2.0, 2.0)
     assert derived.array_shape == (50, 96, 96)
+
+
+@pytest.mark.parametrize("name", ["icbm2009c", "sri24"])
+def test_template_brain_centres_are_the_templates(real_data, name):
+    assert brain_centre(load_template(name).mask) == pytest.approx(TEMPLATE_BRAIN_CENTRES_MM[name], abs=1e-6)
+
+
+def test_a_grid_of_another_template_is_refused():
+    assert with_template(PreprocessingSpec(), "icbm2009c") == PreprocessingSpec()
+    sri24 = with_template(PreprocessingSpec(), "sri24")
+    assert sri24.grid.centre == pytest.approx(TEMPLATE_BRAIN_CENTRES_MM["sri24"], abs=1.0)
+    with pytest.raises(SpecError, match="grid .*another template"):
+        PreprocessingSpec(template="sri24")
+    with pytest.raises(SpecError, match="template"):
+        with_template(PreprocessingSpec(), "colin27")
 
 
 def test_model_grid_axial_slices_run_inferior_to_superior():
@@ -98,6 +119,23 @@ def test_committed_template_is_compact_and_covers_the_model_grid():
     # the dropped slices cut off the top of the cortex and the cerebellum base, nothing else
     inside = sitk.GetArrayViewFromImage(mask_in_grid)
     assert inside[25].mean() > 0.4 and inside[:, 0].sum() == 0 and inside[:, :, 0].sum() == 0
+
+
+def test_sri24_template_is_made_from_its_skull_stripped_t1(real_data):
+    """SRI24 (fetched on first use): the stripped T1 serves as both T1s; its brain is the non-zero region."""
+    template = load_template("sri24")
+    assert template.t1 is template.t1_brain and template.t1.GetSpacing() == (1.0, 1.0, 1.0)
+    brain_ml = np.count_nonzero(sitk.GetArrayViewFromImage(template.mask)) / 1000
+    assert 1300 < brain_ml < 1700  # SRI24's brain incl. ventricles (ICBM 2009c's mask: ~1890 ml with CSF)
+    spec = with_template(PreprocessingSpec(), "sri24")
+    assert spec.template == "sri24" and spec.grid.size == ModelGrid().size and spec.grid != ModelGrid()
+    inside = sitk.GetArrayFromImage(resample_to_model(template.mask, sitk.Transform(), spec.grid, binary=True))
+    assert inside[25].mean() > 0.4 and inside[:, 0].sum() == 0 and inside[:, :, 0].sum() == 0
+
+
+def test_unknown_template_is_refused_naming_it():
+    with pytest.raises(InputError, match="colin27"):
+        load_template("colin27")
 
 
 # --- orientation and resampling ---------------------------------------------------------------------
@@ -166,6 +204,22 @@ def test_n4_removes_a_known_smooth_bias_field(real_data):
         return float(np.std(ratio))
 
     assert spread_of_ratio(corrected) < 0.5 * spread_of_ratio(biased)
+
+
+def test_n4_without_a_mask_fits_inside_the_head(real_data):
+    """Skull-on input (no brain mask yet): the head found on the shrunk image is the fit's mask; the
+    known field is removed inside the brain as well as with the brain mask."""
+    clean = read(real_data, "colin27_t1")
+    brain = sitk.GetArrayFromImage(read(real_data, "colin27_t1_brain")) > 0
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in clean.GetSize()[::-1]], indexing="ij")
+    field = np.exp(0.3 * x + 0.2 * z - 0.15 * y * y).astype(np.float32)
+    biased = sitk.GetImageFromArray(sitk.GetArrayFromImage(clean) * field)
+    biased.CopyInformation(clean)
+    corrected = estimate_bias_field(biased, None, BiasFieldSpec()).correct(biased)
+
+    truth = sitk.GetArrayViewFromImage(clean)[brain]
+    ratio = np.log(sitk.GetArrayViewFromImage(corrected)[brain] / truth)
+    assert np.std(ratio) < 0.5 * np.std(np.log(field[brain]))
 
 
 # --- model space ------------------------------------------------------------------------------------

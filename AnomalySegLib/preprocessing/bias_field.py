@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import SimpleITK as sitk
 
+from AnomalySegLib.preprocessing.brain_mask import head_mask
 from AnomalySegLib.preprocessing.spec import BiasFieldSpec
 
 
@@ -31,18 +32,23 @@ class BiasField:
         return sitk.Cast(image, sitk.sitkFloat32) / sitk.Exp(self.log_field_on(image))
 
 
-def estimate_bias_field(image: sitk.Image, mask: sitk.Image, spec: BiasFieldSpec) -> BiasField:
-    """Fit N4 to ``image`` (float, > 0 inside ``mask``) shrunk by ``spec.shrink_factor``.
+def estimate_bias_field(image: sitk.Image, mask: sitk.Image | None, spec: BiasFieldSpec) -> BiasField:
+    """Fit N4 to ``image`` (float, > 0 inside the mask) shrunk by ``spec.shrink_factor``.
 
     Args:
         image: the working image (any grid).
-        mask: uint8 0/1 on ``image``'s grid; only voxels inside are used for the fit.
+        mask: uint8 0/1 on ``image``'s grid; only voxels inside are used for the fit. ``None``: the head,
+            found on the shrunk image (:func:`~.brain_mask.head_mask`; on the 1 mm working grid it cost
+            more than the fit).
     """
     factor = [spec.shrink_factor] * image.GetDimension()
     shrunk = sitk.Shrink(sitk.Cast(image, sitk.sitkFloat32), factor)
+    if mask is None:
+        shrunk_mask = head_mask(shrunk)
+    else:
+        shrunk_mask = sitk.Cast(sitk.Shrink(sitk.Cast(mask, sitk.sitkUInt8), factor) > 0, sitk.sitkUInt8)
     # N4 works on log intensities: keep them positive (the fit ignores voxels outside the mask)
     shrunk = sitk.Maximum(shrunk, 1e-3)
-    shrunk_mask = sitk.Cast(sitk.Shrink(sitk.Cast(mask, sitk.sitkUInt8), factor) > 0, sitk.sitkUInt8)
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations(list(spec.iterations_per_level))
     n4.SetConvergenceThreshold(spec.convergence_threshold)

@@ -7,8 +7,8 @@ Steps (each a tested function in its own module):
 3. brain-mask source: the given mask, else the input itself if it is already skull-stripped, else the
    template's mask through the registration, cut to the scanned field of view (or, with
    ``spec.brain_mask.method == "learned"``, deepbet);
-4. N4 bias field fitted on the shrunk working image (inside the brain mask, or the head for skull-on
-   input), applied to the native image through its log field;
+4. N4 bias field fitted on the shrunk working image (inside the brain mask, or the head found on the
+   shrunk image for skull-on input), applied to the native image through its log field;
 5. affine registration of the bias-corrected working image to the template (skull-stripped template
    and masked input when a brain mask is known; skull-on template with a dilated brain mask otherwise);
 6. one interpolation of the corrected native image into the model grid (anti-aliased), and of the
@@ -33,11 +33,11 @@ from AnomalySegLib.errors import InputError
 from AnomalySegLib.io.validation import validate_mask, validate_volume
 from AnomalySegLib.io.volume_io import read_volume
 from AnomalySegLib.preprocessing.bias_field import estimate_bias_field
-from AnomalySegLib.preprocessing.brain_mask import dilate_mm, head_mask, skull_stripped_mask
+from AnomalySegLib.preprocessing.brain_mask import skull_stripped_mask
 from AnomalySegLib.preprocessing.intensity import denoise_curvature_flow, percentile_range, rescale_to_unit
 from AnomalySegLib.preprocessing.model_space import resample_to_model
 from AnomalySegLib.preprocessing.orientation import reorient_to_lps, resample_isotropic
-from AnomalySegLib.preprocessing.registration import register_affine
+from AnomalySegLib.preprocessing.registration import register_affine, template_pyramid
 from AnomalySegLib.preprocessing.spec import ModelGrid, PreprocessingSpec
 from AnomalySegLib.preprocessing.template import load_template
 
@@ -124,22 +124,18 @@ def preprocess_image(image: sitk.Image, mask: sitk.Image | None = None,
             mask_source = MASK_TEMPLATE if working_brain is None else MASK_SKULL_STRIPPED_INPUT
             if working_brain is None and spec.brain_mask.method == MASK_LEARNED:
                 working_brain, mask_source = _learned_mask(working, image_path), MASK_LEARNED
-        n4_mask = working_brain if working_brain is not None else head_mask(working)
 
     with _timed(timings, "bias_field"):
         if spec.bias_field.enabled:
-            bias = estimate_bias_field(working, n4_mask, spec.bias_field)
+            bias = estimate_bias_field(working, working_brain, spec.bias_field)  # None: the head
             working = bias.correct(working)
             native = bias.correct(native)
 
     with _timed(timings, "registration"):
-        if working_brain is not None:
-            fixed, fixed_mask = template.t1_brain, None
-            moving = sitk.Mask(working, working_brain)
-        else:
-            fixed, moving = template.t1, working
-            fixed_mask = dilate_mm(template.mask, spec.registration.fixed_mask_dilation_mm)
-        registration = register_affine(fixed, moving, spec.registration, fixed_mask)
+        skull_on = working_brain is None
+        moving = working if skull_on else sitk.Mask(working, working_brain)
+        fixed = template_pyramid(spec.template, skull_on, spec.registration)
+        registration = register_affine(fixed, moving, spec.registration)
         transform = registration.transform
 
     with _timed(timings, "resample_to_model"):
