@@ -44,9 +44,9 @@ EVENTS = ("start", "progress", "case_done", "error", "done")
 
 # Stages of ``segment`` (names: :data:`AnomalySegLib.case_info.SEGMENT_STAGE_NAMES`) and their share
 # of one case's time, estimated from the CPU timings of the CPU-sized model (docs/design.md, "Measured costs the code relies on"):
-# preprocessing (N4 ~8 s, registration ~7 s) ~15 s, the three denoiser passes ~6 s, the SegUnet
-# passes ~4 s, scoring and restoring a few seconds.
-_SEGMENT_STAGE_SHARES = (0.03, 0.50, 0.20, 0.13, 0.04, 0.07, 0.03)
+# preprocessing ~6 s of CPU (N4 ~3 s, registration ~4 s on its 4/2 mm pyramid), the three denoiser passes
+# ~6 s, the SegUnet passes ~4 s, scoring and restoring a few seconds.
+_SEGMENT_STAGE_SHARES = (0.03, 0.30, 0.30, 0.20, 0.05, 0.08, 0.04)
 SEGMENT_STAGES: dict[str, float] = dict(zip(SEGMENT_STAGE_NAMES, _SEGMENT_STAGE_SHARES, strict=True))
 
 
