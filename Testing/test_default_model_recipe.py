@@ -50,3 +50,27 @@ def test_fine_tuning_only_from_a_model_that_never_saw_the_held_out_subjects(reci
         recipe.check_never_saw_held_out(model(training_sources=["mrbraintumor1"]), ("itk_kmeans_t1",))
     with pytest.raises(SystemExit, match="records no training sources"):
         recipe.check_never_saw_held_out(model(), ("itk_kmeans_t1",))
+
+
+def test_benchmarks_read_the_held_out_subjects_from_the_bundle():
+    """scripts/calibrate_default_model.py's split: from the recipe's record, or (a bundle made before the
+    recipe recorded it, as the bundled model) from its operating point's record."""
+    from AnomalySegLib.bundle import load_bundle
+    from AnomalySegLib.pipeline import default_model_path
+
+    spec = importlib.util.spec_from_file_location("calibrate_default_model", SCRIPT.parent / "calibrate_default_model.py")
+    calibration_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibration_script)
+    bundled = load_bundle(default_model_path())
+    calibration, test = calibration_script.default_model_split(bundled)
+    record = bundled.description["scoring"]["calibration"]["operating_point"]
+    assert calibration and {f"heldout_{name}" for name in calibration} == set(record["healthy_cases"])
+    assert test == record["untouched_healthy_scans"]
+
+    recorded = ModelBundle(description={"provenance": {"default_model": {
+        "training_sources": ["mrhead"], "calibration_sources": ["itk_kmeans_t1"], "test_sources": ["someones_anatomy"]}}})
+    assert calibration_script.default_model_split(recorded) == (["itk_kmeans_t1"], ["someones_anatomy"])
+    leaked = ModelBundle(description={"provenance": {"default_model": {
+        "training_sources": ["itk_kmeans_t1"], "calibration_sources": ["itk_kmeans_t1"], "test_sources": []}}})
+    with pytest.raises(SystemExit, match="used for training"):
+        calibration_script.default_model_split(leaked)

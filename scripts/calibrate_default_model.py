@@ -50,18 +50,29 @@ NEVER = ("mrbraintumor1", "mrbraintumor2")
 
 
 def default_model_split(bundle: ModelBundle) -> tuple[list[str], list[str]]:
-    """``(calibration_sources, test_sources)`` recorded by the default model's recipe.
+    """``(calibration_sources, test_sources)``: the healthy subjects the model never trained on that chose its
+    operating point, and those kept out of every choice.
+
+    Read from ``provenance.default_model`` (written by ``scripts/train_default_model.py``); for a bundle made
+    before the recipe recorded them, from its operating point's record (``scoring.calibration.operating_point``:
+    the healthy cases it was chosen on and the untouched scans).
 
     Raises:
-        SystemExit: the bundle has no such record, or a calibration source was trained on.
+        SystemExit: the bundle records neither, or a calibration source was trained on.
     """
     recipe = bundle.description.get("provenance", {}).get("default_model", {})
-    if "calibration_sources" not in recipe:
-        raise SystemExit("the bundle records no calibration_sources (provenance.default_model): train it with "
-                         "scripts/train_default_model.py")
-    calibration, test = list(recipe["calibration_sources"]), list(recipe["test_sources"])
+    if "calibration_sources" in recipe:
+        calibration, test = list(recipe["calibration_sources"]), list(recipe["test_sources"])
+        trained = recipe["training_sources"]
+    else:
+        record = bundle.description.get("scoring", {}).get("calibration", {}).get("operating_point", {})
+        if "healthy_cases" not in record:
+            raise SystemExit("the bundle records no calibration sources (provenance.default_model) and no operating "
+                             "point record: train it with scripts/train_default_model.py")
+        calibration = [case.removeprefix("heldout_") for case in record["healthy_cases"]]
+        test, trained = list(record.get("untouched_healthy_scans", [])), recipe.get("training_volumes", [])
     for name in calibration:
-        if name in recipe["training_sources"] or name in NEVER:
+        if name in trained or name in NEVER:
             raise SystemExit(f"{name} was used for training or is a test case: not a calibration source")
     return calibration, test
 
