@@ -74,3 +74,20 @@ def test_benchmarks_read_the_held_out_subjects_from_the_bundle():
         "training_sources": ["itk_kmeans_t1"], "calibration_sources": ["itk_kmeans_t1"], "test_sources": []}}})
     with pytest.raises(SystemExit, match="used for training"):
         calibration_script.default_model_split(leaked)
+
+
+def test_the_bank_is_built_with_the_spec_the_recipe_trains_and_records():
+    """build_variant_bank.py (without --model) and train_default_model.py look for the same bank folder, and
+    the recorded preprocessing is today's spec on the chosen grid (training and inference preprocess alike)."""
+    import dataclasses
+
+    from AnomalySegLib.augmentation.variant_bank import bank_root, recipe_spec
+    from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, WHOLE_BRAIN_GRID, PreprocessingSpec
+
+    spec = importlib.util.spec_from_file_location("build_variant_bank", SCRIPT.parent / "build_variant_bank.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert builder.parse_args([]).model is None  # the default bank is the recipe's, not the bundled model's
+    assert recipe_spec("whole_brain") == dataclasses.replace(PreprocessingSpec(), grid=WHOLE_BRAIN_GRID)
+    roots = {bank_root("bank", recipe_spec(name)) for name in MODEL_GRIDS}
+    assert len(roots) == len(MODEL_GRIDS)  # one bank per grid, never mixed

@@ -14,7 +14,7 @@ mask, and is written as a case folder (:mod:`AnomalySegLib.preprocessing.case_fo
     <out>/<spec key>/<source>/<source>_v003/{image,mask}.nii.gz, transform.tfm, preprocessing.json
 
 ``preprocessing.json`` → ``info.acquisition`` holds the simulation parameters and seed (a variant can be
-re-simulated bit for bit). The spec key is a hash of the preprocessing spec (from ``--model``'s bundle and ``--grid``),
+re-simulated bit for bit). The spec key is a hash of the preprocessing spec (the recipe's, or ``--model``'s bundle's, on ``--grid``),
 so a model with another grid gets its own bank. Finished variants are skipped (case folders are written
 atomically), so an interrupted run resumes; a failing variant is logged and the run goes on.
 
@@ -34,8 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, SOURCES, bank_root, variant_count, variant_folder,
-                                                     variant_seed)
+from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, RECIPE_GRID, SOURCES, bank_root, recipe_spec,
+                                                     variant_count, variant_folder, variant_seed)
 from AnomalySegLib.preprocessing.spec import MODEL_GRIDS
 
 LOG = logging.getLogger("build_variant_bank")
@@ -45,9 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_BANK, help="bank folder (default: %(default)s)")
     parser.add_argument("--variants", type=int, default=8, help="simulated acquisitions per single-subject source")
     parser.add_argument("--sources", nargs="+", choices=sorted(SOURCES), default=list(SOURCES))
-    parser.add_argument("--model", default=None, help="bundle whose preprocessing spec to use (default: bundled)")
+    parser.add_argument("--model", default=None,
+                        help="preprocess as this bundle records it (default: the default model's recipe, "
+                             "variant_bank.recipe_spec)")
     parser.add_argument("--grid", choices=sorted(MODEL_GRIDS), default=None,
-                        help="model grid instead of the bundle's (preprocessing/spec.py MODEL_GRIDS)")
+                        help="model grid (preprocessing/spec.py MODEL_GRIDS; default: the bundle's with --model, "
+                             "else the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the simulations")
     parser.add_argument("--threads", type=int, default=1, help="threads for SimpleITK/torch (default 1)")
     return parser.parse_args(argv)
@@ -92,16 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from AnomalySegLib.bundle import load_bundle
-    from AnomalySegLib.pipeline import default_model_path
     from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     torch.set_num_threads(args.threads)
-    bundle = load_bundle(Path(args.model) if args.model else default_model_path())
-    spec_dict = bundle.description.get("preprocessing", {})
-    spec = PreprocessingSpec.from_dict(spec_dict)
-    if args.grid is not None:
-        spec = dataclasses.replace(spec, grid=MODEL_GRIDS[args.grid])
+    if args.model is None:
+        spec = recipe_spec(args.grid or RECIPE_GRID)
+    else:
+        spec = PreprocessingSpec.from_dict(load_bundle(Path(args.model)).description.get("preprocessing", {}))
+        if args.grid is not None:
+            spec = dataclasses.replace(spec, grid=MODEL_GRIDS[args.grid])
     root = bank_root(args.out, spec)
     root.mkdir(parents=True, exist_ok=True)
     (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -34,7 +34,7 @@ in ``<work>/summary.json`` and in the bundle's provenance.
 
 Usage::
 
-    python scripts/build_variant_bank.py --variants 8 --grid whole_brain                  # once, ~30 min
+    python scripts/build_variant_bank.py --variants 8                                     # once, ~10 min
     python scripts/train_default_model.py --recon-minutes 50 --seg-minutes 25             # CPU
     python scripts/calibrate_default_model.py --cache <work>/operating_point              # the operating point
 """
@@ -42,7 +42,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import platform
@@ -57,8 +56,9 @@ from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
 from AnomalySegLib.calibration import apply_calibration, calibrate, describe
 from AnomalySegLib.device import describe as describe_device, choose_device
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
-from AnomalySegLib.augmentation.variant_bank import DEFAULT_BANK, SOURCES, bank_root, load_variants
-from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, PreprocessingSpec
+from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, RECIPE_GRID, SOURCES, bank_root, load_variants,
+                                                     recipe_spec)
+from AnomalySegLib.preprocessing.spec import MODEL_GRIDS
 from AnomalySegLib.scoring.volume import AnomalyScorer
 from AnomalySegLib.training.budget import StageBudget
 from AnomalySegLib.training.config import load_config
@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="checkpoints and logs (default: %(default)s)")
     parser.add_argument("--bank", type=Path, default=DEFAULT_BANK,
                         help="the variant bank (scripts/build_variant_bank.py; default: %(default)s)")
-    parser.add_argument("--grid", choices=sorted(MODEL_GRIDS), default="whole_brain",
+    parser.add_argument("--grid", choices=sorted(MODEL_GRIDS), default=RECIPE_GRID,
                         help="model grid (default: %(default)s)")
     parser.add_argument("--recon-minutes", type=float, default=30.0, help="Stage I training budget")
     parser.add_argument("--seg-minutes", type=float, default=15.0, help="Stage II training budget")
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if initial is not None:
         check_never_saw_held_out(initial, (*calibration_sources, *test_sources))
     stage_start = time.perf_counter()
-    spec = dataclasses.replace(PreprocessingSpec(), grid=MODEL_GRIDS[args.grid])
+    spec = recipe_spec(args.grid)
     preprocessing = spec.to_dict()
     root = bank_root(args.bank, spec)
     LOG.info("variant bank %s", root)

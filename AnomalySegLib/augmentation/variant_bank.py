@@ -13,13 +13,14 @@ other preprocessing settings never mixes with this one.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, ModelSpaceCase, load_case
 from AnomalySegLib.preprocessing.model_space_cache import spec_key
-from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, PreprocessingSpec
 
 #: Healthy sources: bank name → (sample_data image, sample_data brain mask or None). The mask only
 #: weights the simulated contrast enhancement; preprocessing never sees it (as for a user's skull-on scan).
@@ -47,6 +48,17 @@ def variant_count(source: str, variants: int) -> int:
 def variant_seed(source: str, index: int, base_seed: int) -> int:
     """A stable seed per (source, variant): independent of which other sources are built."""
     return (zlib.crc32(source.encode("utf-8")) + 7919 * index + 104729 * base_seed) % (2**31)
+
+
+#: The default model's grid (a key of MODEL_GRIDS): the whole brain, vertex to cerebellum.
+RECIPE_GRID = "whole_brain"
+
+
+def recipe_spec(grid: str = RECIPE_GRID) -> PreprocessingSpec:
+    """The preprocessing of the default model's recipe: today's :class:`PreprocessingSpec` defaults on the
+    model grid ``grid`` (a key of :data:`MODEL_GRIDS`). The bank is built with it and the trained bundle
+    records it, so training and inference preprocess alike."""
+    return dataclasses.replace(PreprocessingSpec(), grid=MODEL_GRIDS[grid])
 
 
 def bank_root(bank: str | Path, spec: PreprocessingSpec) -> Path:
