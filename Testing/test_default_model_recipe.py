@@ -91,3 +91,36 @@ def test_the_bank_is_built_with_the_spec_the_recipe_trains_and_records():
     assert recipe_spec("whole_brain") == dataclasses.replace(PreprocessingSpec(), grid=WHOLE_BRAIN_GRID)
     roots = {bank_root("bank", recipe_spec(name)) for name in MODEL_GRIDS}
     assert len(roots) == len(MODEL_GRIDS)  # one bank per grid, never mixed
+
+
+def test_the_domain_reference_of_a_recipe_model_is_every_variant_it_trained_and_calibrated_on():
+    spec = importlib.util.spec_from_file_location("domain_reference", SCRIPT.parent / "domain_reference.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    recipe = {"training_sources": ["mrhead", "icbm2009c_t1"], "calibration_sources": ["itk_kmeans_t1"]}
+    training, validation = script.reference_scans({"provenance": {"default_model": recipe}})
+    assert training[:2] == ["mrhead_v000", "mrhead_v001"] and len(training) == 9 + 3  # templates: a third
+    assert validation == [f"itk_kmeans_t1_v{i:03d}" for i in range(9)]
+    older = {"provenance": {"stage1": {"training_cases": ["train_mrhead"], "validation_cases": ["val_itk_kmeans_t1"]}}}
+    assert script.reference_scans(older) == (["mrhead"], ["itk_kmeans_t1"])
+
+
+@pytest.mark.slow
+def test_a_variant_is_re_simulated_bit_for_bit(real_data):
+    """The bank stores only the preprocessed variant; the domain reference re-simulates the native one."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from AnomalySegLib.augmentation.variant_bank import simulated_variant
+
+    first, record = simulated_variant("itk_kmeans_t1", 2)
+    again, _ = simulated_variant("itk_kmeans_t1", 2)
+    other, _ = simulated_variant("itk_kmeans_t1", 3)
+    assert not record["identity"] and record["params"]
+    assert np.array_equal(sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(again))
+    assert first.GetSpacing() != other.GetSpacing() or not np.array_equal(
+        sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(other))
+    scan, as_is = simulated_variant("itk_kmeans_t1", 0)
+    original = sitk.ReadImage(str(real_data("itk_kmeans_t1")), sitk.sitkFloat32)
+    assert as_is == {"identity": True}
+    assert np.array_equal(sitk.GetArrayViewFromImage(scan), sitk.GetArrayViewFromImage(original))

@@ -34,8 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, RECIPE_GRID, SOURCES, bank_root, recipe_spec,
-                                                     variant_count, variant_folder, variant_seed)
+from AnomalySegLib.augmentation.variant_bank import (BASE_SEED, DEFAULT_BANK, RECIPE_GRID, SOURCES, VARIANTS_PER_SCAN,
+                                                     bank_root, recipe_spec, simulated_variant, variant_count,
+                                                     variant_folder)
 from AnomalySegLib.preprocessing.spec import MODEL_GRIDS
 
 LOG = logging.getLogger("build_variant_bank")
@@ -43,7 +44,8 @@ LOG = logging.getLogger("build_variant_bank")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_BANK, help="bank folder (default: %(default)s)")
-    parser.add_argument("--variants", type=int, default=8, help="simulated acquisitions per single-subject source")
+    parser.add_argument("--variants", type=int, default=VARIANTS_PER_SCAN,
+                        help="simulated acquisitions per single-subject source")
     parser.add_argument("--sources", nargs="+", choices=sorted(SOURCES), default=list(SOURCES))
     parser.add_argument("--model", default=None,
                         help="preprocess as this bundle records it (default: the default model's recipe, "
@@ -51,37 +53,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grid", choices=sorted(MODEL_GRIDS), default=None,
                         help="model grid (preprocessing/spec.py MODEL_GRIDS; default: the bundle's with --model, "
                              "else the recipe's)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of the simulations")
+    parser.add_argument("--seed", type=int, default=BASE_SEED, help="base seed of the simulations")
     parser.add_argument("--threads", type=int, default=1, help="threads for SimpleITK/torch (default 1)")
     return parser.parse_args(argv)
 
 
 def build_variant(source: str, index: int, folder: Path, spec, base_seed: int) -> dict:
     """Simulate (index > 0) and preprocess one variant into ``folder``; returns its summary."""
-    import SimpleITK as sitk
-
-    from AnomalySegLib import sample_data
-    from AnomalySegLib.augmentation.acquisition import sample_acquisition, simulate_acquisition
     from AnomalySegLib.preprocessing.case_folder import write_case
     from AnomalySegLib.preprocessing.pipeline import preprocess_image
 
-    image_name, mask_name = SOURCES[source]
-    image = sitk.ReadImage(str(sample_data.fetch(image_name)), sitk.sitkFloat32)
     start = time.perf_counter()
-    if index == 0:
-        acquired, acquisition = image, {"identity": True}
-    else:
-        seed = variant_seed(source, index, base_seed)
-        params = sample_acquisition(seed)
-        mask = None
-        if mask_name is not None:
-            mask = sitk.ReadImage(str(sample_data.fetch(mask_name))) > 0
-            mask.CopyInformation(image)
-        acquired = simulate_acquisition(image, params, seed=seed, brain_mask=mask).image
-        acquisition = {"identity": False, "seed": seed, "params": params.to_dict()}
+    acquired, acquisition = simulated_variant(source, index, base_seed)
     simulate_s = time.perf_counter() - start
     case = preprocess_image(acquired, spec=spec, image_path=f"{source} variant {index}")
-    case.info["acquisition"] = {"source": source, "sample_data": image_name, **acquisition}
+    case.info["acquisition"] = {"source": source, "sample_data": SOURCES[source][0], **acquisition}
     write_case(case, folder)
     return {"simulate_s": round(simulate_s, 2), "preprocess_s": round(sum(case.info["timings_s"].values()), 2),
             "mask_source": case.info["mask_source"], "registration_metric": case.info["registration"]["metric"]}

@@ -1,8 +1,12 @@
 #!/usr/bin/env python
 """Measure a model bundle's training and validation scans and write the bundle's ``"domain"`` section.
 
-The scans are the ones its provenance names (``anomalyseg fetch-data`` names, e.g. ``train_mrhead`` →
-``mrhead``), or ``--scans``; they are preprocessed with the bundle's own preprocessing spec. Only
+The scans are the ones its provenance names, or ``--scans``; they are preprocessed with the bundle's own
+preprocessing spec. For a model of the default recipe (``provenance.default_model``), they are what it was
+trained and calibrated on: every variant of the variant bank of its training and calibration sources, the
+scans as they are and their simulated re-acquisitions (re-simulated bit for bit,
+:func:`~AnomalySegLib.augmentation.variant_bank.simulated_variant`), so thick slices it was trained on are
+in its domain. Otherwise ``anomalyseg fetch-data`` names (e.g. ``train_mrhead`` → ``mrhead``). Only
 ``model.json``'s ``"domain"`` entry changes; the bundle is loaded afterwards to check the checksums.
 
 Usage::
@@ -19,14 +23,34 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from AnomalySegLib import sample_data
+from AnomalySegLib.augmentation.variant_bank import SOURCES, simulated_variant, variant_id, variant_names
 from AnomalySegLib.bundle import load_bundle
 from AnomalySegLib.io.atomic import atomic_write_text
 from AnomalySegLib.io.volume_io import read_volume
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.quality.reference import (domain_section, measure_scans, provenance_volumes,
                                              write_domain_section)
+
+
+def reference_scans(description: dict) -> tuple[list[str], list[str]]:
+    """``(training, validation)`` scan names of a bundle: for the default recipe every bank variant of its
+    training and calibration sources (:func:`variant_id` names), else its Stage I provenance."""
+    recipe = description.get("provenance", {}).get("default_model")
+    if recipe is None or "training_sources" not in recipe:
+        return provenance_volumes(description)
+    return ([variant_id(*v) for v in variant_names(recipe["training_sources"])],
+            [variant_id(*v) for v in variant_names(recipe["calibration_sources"])])
+
+
+def scan(name: str) -> sitk.Image:
+    """A fetch-data scan, or a bank variant by its :func:`variant_id`."""
+    source, _, index = name.rpartition("_v")
+    if source in SOURCES and index.isdigit():
+        return simulated_variant(source, int(index))[0]
+    return read_volume(sample_data.fetch(name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     bundle = load_bundle(args.bundle)
-    training, validation = provenance_volumes(bundle.description)
+    training, validation = reference_scans(bundle.description)
     training = args.scans or training
     validation = validation if args.validation is None else args.validation
     if not training:
@@ -52,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         histograms = {name: np.asarray(values) for name, values in stored["histograms"].items()}
     else:
         spec = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {}))
-        scans = {name: read_volume(sample_data.fetch(name)) for name in (*training, *validation)}
-        measures, histograms = measure_scans(scans, spec)
+        measures, histograms = {}, {}
+        for name in (*training, *validation):  # one at a time: a bank holds dozens of full-size volumes
+            measured = measure_scans({name: scan(name)}, spec)
+            measures.update(measured[0])
+            histograms.update(measured[1])
         if args.measurements is not None:
             stored = {"measures": measures, "histograms": {k: v.tolist() for k, v in histograms.items()}}
             atomic_write_text(args.measurements, json.dumps(stored), overwrite=False)

@@ -17,6 +17,12 @@ import dataclasses
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+from AnomalySegLib import sample_data
+from AnomalySegLib.augmentation.acquisition import sample_acquisition, simulate_acquisition
 
 from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, ModelSpaceCase, load_case
 from AnomalySegLib.preprocessing.model_space_cache import spec_key
@@ -38,6 +44,9 @@ SOURCES: dict[str, tuple[str, str | None]] = {
 #: Population averages (smooth, perfectly aligned): a minority of the bank.
 TEMPLATES = ("icbm2009c_t1", "sri24_t1_brain", "icbm2009a_t1_brain")
 DEFAULT_BANK = Path.home() / ".cache" / "anomalyseg" / "variant_bank"
+#: Simulated acquisitions per single-subject source, and the base seed, of the default model's bank.
+VARIANTS_PER_SCAN = 8
+BASE_SEED = 0
 
 
 def variant_count(source: str, variants: int) -> int:
@@ -61,14 +70,43 @@ def recipe_spec(grid: str = RECIPE_GRID) -> PreprocessingSpec:
     return dataclasses.replace(PreprocessingSpec(), grid=MODEL_GRIDS[grid])
 
 
+def simulated_variant(source: str, index: int, base_seed: int = BASE_SEED) -> tuple[sitk.Image, dict[str, Any]]:
+    """Variant ``index`` of ``source`` in native space, before preprocessing: the scan as it is (``index``
+    0) or a simulated re-acquisition (:func:`~.acquisition.simulate_acquisition` with parameters drawn from
+    :func:`variant_seed`), and its record (``{"identity": True}`` or ``{"identity": False, "seed", "params"}``).
+    The same arguments give the same volume, bit for bit."""
+    image_name, mask_name = SOURCES[source]
+    image = sitk.ReadImage(str(sample_data.fetch(image_name)), sitk.sitkFloat32)
+    if index == 0:
+        return image, {"identity": True}
+    seed = variant_seed(source, index, base_seed)
+    params = sample_acquisition(seed)
+    mask = None
+    if mask_name is not None:
+        mask = sitk.ReadImage(str(sample_data.fetch(mask_name))) > 0
+        mask.CopyInformation(image)
+    acquired = simulate_acquisition(image, params, seed=seed, brain_mask=mask).image
+    return acquired, {"identity": False, "seed": seed, "params": params.to_dict()}
+
+
+def variant_names(sources: Iterable[str], variants: int = VARIANTS_PER_SCAN) -> list[tuple[str, int]]:
+    """``(source, index)`` of every variant the bank holds for ``sources`` (index 0 included)."""
+    return [(source, index) for source in sources for index in range(variant_count(source, variants) + 1)]
+
+
 def bank_root(bank: str | Path, spec: PreprocessingSpec) -> Path:
     """The folder of ``spec``'s bank inside ``bank``."""
     return Path(bank) / spec_key(spec)
 
 
+def variant_id(source: str, index: int) -> str:
+    """``("mrhead", 3)`` → ``"mrhead_v003"``: the case id of a variant."""
+    return f"{source}_v{index:03d}"
+
+
 def variant_folder(root: Path, source: str, index: int) -> Path:
     """The case folder of variant ``index`` of ``source`` (``index`` 0: the scan as it is)."""
-    return root / source / f"{source}_v{index:03d}"
+    return root / source / variant_id(source, index)
 
 
 def variant_index(case_id: str) -> int:
