@@ -1,9 +1,9 @@
 """What was scored: the model grid's box on the input's grid, and the fraction of the brain inside it.
 
-The default model grid covers a 192×192×100 mm box of template space (the paper's crop): the vertex and
-the cerebellum of most heads lie outside it and are never looked at. A reader must not take "no finding"
-for "nothing there" where nothing was scored, so ``segment`` reports the fraction of the brain inside
-the box and the QC picture outlines it.
+A model grid is a box of template space (:data:`~AnomalySegLib.preprocessing.spec.MODEL_GRIDS`): the default
+model's whole-brain grid reaches from the bottom of the cerebellum to the vertex, the paper's crop is 100 mm
+tall and misses both. A reader must not take "no finding" for "nothing there" where nothing was scored, so
+``segment`` reports the fraction of the brain inside the box and the QC picture outlines it.
 """
 
 from __future__ import annotations
