@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stage_start = time.perf_counter()
     seg_bundle, seg_outcome = StageBudget("Stage II", args.work / "seg", args.seg_minutes * 60).run(train_stage2)
+    # the bundle is committed: no path of the training machine in it (the recon weights' checksum names Stage I)
+    seg_bundle.description["provenance"]["stage2"]["stage1_bundle"] = f"<work>/{recon_bundle_dir.name}"
     wall["stage2_s"] = time.perf_counter() - stage_start
     LOG.info("Stage II: %s", last_metrics(args.work / "seg"))
 
