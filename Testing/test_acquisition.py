@@ -191,6 +191,7 @@ def test_variant_bank_writes_case_folders_and_resumes(tmp_path, real_data, caplo
     import logging
     from pathlib import Path
 
+    from AnomalySegLib.augmentation.variant_bank import variant_seed
     from AnomalySegLib.preprocessing.case_folder import load_case, read_info
 
     real_data("someones_anatomy")
@@ -203,7 +204,7 @@ def test_variant_bank_writes_case_folders_and_resumes(tmp_path, real_data, caplo
     folders = sorted(tmp_path.glob("*/someones_anatomy/*"))
     assert [f.name for f in folders] == ["someones_anatomy_v000", "someones_anatomy_v001"]
     simulated = read_info(folders[1])["info"]["acquisition"]
-    assert simulated["identity"] is False and simulated["seed"] == bank.variant_seed("someones_anatomy", 1, 0)
+    assert simulated["identity"] is False and simulated["seed"] == variant_seed("someones_anatomy", 1, 0)
     assert AcquisitionParams(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in simulated["params"].items()}) == sample_acquisition(simulated["seed"])
     case = load_case(folders[1])

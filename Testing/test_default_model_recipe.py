@@ -53,8 +53,8 @@ def test_fine_tuning_only_from_a_model_that_never_saw_the_held_out_subjects(reci
 
 
 def test_benchmarks_read_the_held_out_subjects_from_the_bundle():
-    """scripts/calibrate_default_model.py's split: from the recipe's record, or (a bundle made before the
-    recipe recorded it, as the bundled model) from its operating point's record."""
+    """scripts/calibrate_default_model.py's split: from the recipe's record (the bundled model), or, for a bundle
+    made before the recipe recorded it (the previous default model), from its operating point's record."""
     from AnomalySegLib.bundle import load_bundle
     from AnomalySegLib.pipeline import default_model_path
 
@@ -62,10 +62,16 @@ def test_benchmarks_read_the_held_out_subjects_from_the_bundle():
     calibration_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(calibration_script)
     bundled = load_bundle(default_model_path())
-    calibration, test = calibration_script.default_model_split(bundled)
-    record = bundled.description["scoring"]["calibration"]["operating_point"]
-    assert calibration and {f"heldout_{name}" for name in calibration} == set(record["healthy_cases"])
-    assert test == record["untouched_healthy_scans"]
+    recipe = bundled.description["provenance"]["default_model"]
+    assert calibration_script.default_model_split(bundled) == (recipe["calibration_sources"], recipe["test_sources"])
+
+    previous = ModelBundle(description={
+        "provenance": {"default_model": {"training_volumes": ["mrhead", "colin27_t1"]}},
+        "scoring": {"calibration": {"operating_point": {
+            "healthy_cases": ["heldout_itk_kmeans_t1", "heldout_someones_anatomy"],
+            "untouched_healthy_scans": ["robex_atlas_t1"]}}}})
+    assert calibration_script.default_model_split(previous) == (["itk_kmeans_t1", "someones_anatomy"],
+                                                                ["robex_atlas_t1"])
 
     recorded = ModelBundle(description={"provenance": {"default_model": {
         "training_sources": ["mrhead"], "calibration_sources": ["itk_kmeans_t1"], "test_sources": ["someones_anatomy"]}}})
