@@ -130,3 +130,11 @@ def test_a_variant_is_re_simulated_bit_for_bit(real_data):
     original = sitk.ReadImage(str(real_data("itk_kmeans_t1")), sitk.sitkFloat32)
     assert as_is == {"identity": True}
     assert np.array_equal(sitk.GetArrayViewFromImage(scan), sitk.GetArrayViewFromImage(original))
+
+
+def test_variant_ids_round_trip_and_other_names_are_not_variants():
+    from AnomalySegLib.augmentation.variant_bank import parse_variant_id, variant_id
+
+    assert parse_variant_id(variant_id("robex_atlas_t1", 7)) == ("robex_atlas_t1", 7)
+    assert parse_variant_id("mrhead") is None  # a fetch-data name
+    assert parse_variant_id("mrbraintumor1_v001") is None  # not a bank source

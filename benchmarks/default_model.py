@@ -4,9 +4,9 @@
 For MRBrainTumor1 (tumour = label 9) and MRBrainTumor2 (tumour = label 1):
 
 - **model grid** (the bundle's, e.g. 96×96×84 for the whole brain): the case is preprocessed with its
-  labels, scored by the full model (SADM: Stage I + Stage II) and by Stage I alone; ⌈Dice⌉ (oracle threshold), Dice at the
-  calibrated "val" threshold and at the healthy FPR presets (each with the bundle's clean-up, the
-  operating-point rule of ``segment``), AUPRC;
+  labels, scored by the full model (SADM: Stage I + Stage II) and by Stage I alone; ⌈Dice⌉ (oracle
+  threshold), Dice at the calibrated "val" threshold and at the healthy FPR presets (each with the
+  bundle's clean-up, the operating-point rule of ``segment``), AUPRC;
 - **native grid** (what a user sees): :class:`~AnomalySegLib.pipeline.AnomalySegmenter` on the original
   file; ⌈Dice⌉ of the restored anomaly map and Dice of the restored mask at the "val" threshold against
   the original label map; wall time of the whole ``segment`` call.
@@ -91,7 +91,8 @@ def section(model: Path, segmenter: AnomalySegmenter, rows: dict[str, dict]) -> 
         "",
         f"Model `{segmenter.model_name}` (`{shown_path(model)}`), seed {segmenter.seed}, device {segmenter.device}. "
         "Neither case was used for training or calibration. Model grid: "
-        f"{'×'.join(map(str, segmenter.spec.grid.size))} at {segmenter.spec.grid.spacing[0]:g} mm; native grid: the original file through `AnomalySegmenter.segment_file`, maps restored to the input "
+        f"{'×'.join(map(str, segmenter.spec.grid.size))} at {segmenter.spec.grid.spacing[0]:g} mm; native grid: "
+        "the original file through `AnomalySegmenter.segment_file`, maps restored to the input "
         f"grid. Thresholds: {thresholds}. ⌈Dice⌉ uses the best (oracle) threshold per volume; "
         f"Stage I only: the SSIM term alone (no SegUnet); SegUnet only: ŷ alone; the model's score weighs "
         f"them β = {segmenter.scorer.config.beta:g} and 1 − β. Measured "

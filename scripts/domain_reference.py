@@ -26,7 +26,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from AnomalySegLib import sample_data
-from AnomalySegLib.augmentation.variant_bank import SOURCES, simulated_variant, variant_id, variant_names
+from AnomalySegLib.augmentation.variant_bank import (parse_variant_id, simulated_variant, variant_id,
+                                                     variant_names)
 from AnomalySegLib.bundle import load_bundle
 from AnomalySegLib.io.atomic import atomic_write_text
 from AnomalySegLib.io.volume_io import read_volume
@@ -47,10 +48,8 @@ def reference_scans(description: dict) -> tuple[list[str], list[str]]:
 
 def scan(name: str) -> sitk.Image:
     """A fetch-data scan, or a bank variant by its :func:`variant_id`."""
-    source, _, index = name.rpartition("_v")
-    if source in SOURCES and index.isdigit():
-        return simulated_variant(source, int(index))[0]
-    return read_volume(sample_data.fetch(name))
+    variant = parse_variant_id(name)
+    return simulated_variant(*variant)[0] if variant else read_volume(sample_data.fetch(name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,6 @@ import SimpleITK as sitk
 
 from AnomalySegLib import sample_data
 from AnomalySegLib.augmentation.acquisition import sample_acquisition, simulate_acquisition
-
 from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, ModelSpaceCase, load_case
 from AnomalySegLib.preprocessing.model_space_cache import spec_key
 from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, PreprocessingSpec
@@ -109,9 +108,11 @@ def variant_folder(root: Path, source: str, index: int) -> Path:
     return root / source / variant_id(source, index)
 
 
-def variant_index(case_id: str) -> int:
-    """``"mrhead_v003"`` → 3."""
-    return int(case_id.rsplit("_v", 1)[1])
+def parse_variant_id(case_id: str) -> tuple[str, int] | None:
+    """``"mrhead_v003"`` → ``("mrhead", 3)``: the inverse of :func:`variant_id`; ``None`` for a name that is
+    not a variant of a bank source (e.g. a fetch-data name such as ``"mrhead"``)."""
+    source, _, index = case_id.rpartition("_v")
+    return (source, int(index)) if source in SOURCES and index.isdigit() else None
 
 
 def load_variants(root: Path, sources: Iterable[str], indices: range | None = None) -> list[ModelSpaceCase]:
@@ -126,7 +127,7 @@ def load_variants(root: Path, sources: Iterable[str], indices: range | None = No
         if source not in SOURCES:
             raise ValueError(f"unknown bank source {source!r}; known: {', '.join(SOURCES)}")
         folders = sorted(p for p in (root / source).glob(f"{source}_v*") if (p / IMAGE_FILE).is_file())
-        folders = [p for p in folders if indices is None or variant_index(p.name) in indices]
+        folders = [p for p in folders if indices is None or parse_variant_id(p.name)[1] in indices]
         if not folders:
             raise ValueError(f"the bank {root} holds no variant of {source}; run scripts/build_variant_bank.py")
         cases.extend(load_case(folder) for folder in folders)
