@@ -1,7 +1,9 @@
 """``anomalyseg segment`` on bad output folders, bad bundles, odd volumes, re-runs and resumed runs.
 
-Everything goes through the real CLI (``python -m AnomalySegLib`` in a subprocess, or ``cli.main``
-in-process where only the exit status and files matter) on real files. The model is the tiny trained
+Everything goes through the real CLI on real files: ``python -m AnomalySegLib`` in a subprocess where
+the process itself is what is tested (one stderr line, no traceback, exit status), ``cli.main``
+in-process where the same message and exit status are checked more cheaply (``main`` prints exactly what
+the process prints). The model is the tiny trained
 bundle of conftest.py where a case must be segmented, the bundled default model where only its
 ``model.json`` matters.
 """
@@ -50,6 +52,17 @@ def one_error_line(completed: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def one_error_line_in_process(arguments: list[str | Path], capsys) -> str:
+    """The one stderr line of a run of ``cli.main`` refused with the user-error status."""
+    capsys.readouterr()
+    status = main([str(argument) for argument in arguments])
+    stderr = capsys.readouterr().err
+    assert status == EXIT_USER_ERROR, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr and len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
 def events(stdout: str) -> list:
     return [event for event in map(parse_progress_line, stdout.splitlines()) if event is not None]
 
@@ -76,10 +89,8 @@ def test_output_naming_an_existing_file_is_one_line(tmp_path, real_data):
                     "can create folders or files")
 @pytest.mark.parametrize("output, problem", [("/sys/kernel/anomalyseg-out", "cannot be created"),
                                              ("/sys/kernel", "cannot be written into")])
-def test_unwritable_output_folder_is_one_line(output, problem, real_data):
-    completed = cli("segment", real_data("mrbraintumor1"), "-o", output, "--device", "cpu")
-    assert completed.returncode == EXIT_USER_ERROR
-    line = one_error_line(completed)
+def test_unwritable_output_folder_is_one_line(output, problem, real_data, capsys):
+    line = one_error_line_in_process(["segment", real_data("mrbraintumor1"), "-o", output, "--device", "cpu"], capsys)
     assert output in line and problem in line
 
 
@@ -104,16 +115,14 @@ def test_atomic_writes_into_an_unwritable_folder_raise_one_clear_error():
     (lambda d: d["scoring"].update(thresholds={"val": "high"}), "scoring.thresholds.val must be a finite number"),
     (lambda d: d.update(preprocessing=[]), "preprocessing must be an object"),
 ])
-def test_model_json_of_wrong_types_is_one_line_naming_the_key(damage, named, tmp_path, real_data):
+def test_model_json_of_wrong_types_is_one_line_naming_the_key(damage, named, tmp_path, real_data, capsys):
     bundle = tmp_path / "bundle"
     shutil.copytree(default_model_path(), bundle)
     description = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
     damage(description)
     (bundle / "model.json").write_text(json.dumps(description), encoding="utf-8")
-    completed = cli("segment", real_data("mrbraintumor1"), "-o", tmp_path / "out", "--model", bundle,
-                    "--device", "cpu")
-    assert completed.returncode == EXIT_USER_ERROR
-    line = one_error_line(completed)
+    line = one_error_line_in_process(["segment", real_data("mrbraintumor1"), "-o", tmp_path / "out", "--model",
+                                      bundle, "--device", "cpu"], capsys)
     assert "model.json" in line and named in line
 
 
@@ -290,7 +299,7 @@ def test_results_table_keeps_the_cases_of_earlier_runs(first_run, tiny_bundle, t
 # --- masks: one matching rule (#14.5) ------------------------------------------------------------------
 
 
-def test_mask_folder_without_a_mask_for_a_case_is_refused_like_preprocess(tmp_path, real_data):
+def test_mask_folder_without_a_mask_for_a_case_is_refused_like_preprocess(tmp_path, real_data, capsys):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     shutil.copy(real_data("itk_kmeans_t1"), inputs / "a.nii.gz")
@@ -299,6 +308,5 @@ def test_mask_folder_without_a_mask_for_a_case_is_refused_like_preprocess(tmp_pa
     masks.mkdir()
     shutil.copy(real_data("itk_kmeans_brain_labels"), masks / "a_mask.nii.gz")
     for command in ("segment", "preprocess"):
-        completed = cli(command, inputs, "-o", tmp_path / f"out_{command}", "--mask", masks)
-        assert completed.returncode == EXIT_USER_ERROR, completed.stderr[-2000:]
-        assert "masks: holds no mask file for case(s) b" in one_error_line(completed)
+        line = one_error_line_in_process([command, inputs, "-o", tmp_path / f"out_{command}", "--mask", masks], capsys)
+        assert "masks: holds no mask file for case(s) b" in line

@@ -122,13 +122,20 @@ def _label_of_rank(labels: np.ndarray, count: int) -> int:
 
 def _findings_table(image: sitk.Image, labels: np.ndarray, count: int, scores: np.ndarray) -> tuple[Finding, ...]:
     """One :class:`Finding` per label 1..count, largest first (ties: lower label first)."""
-    index = np.arange(1, count + 1)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    # Per-label statistics over the flagged voxels only. scipy.ndimage.maximum/mean/center_of_mass with
+    # an index argsort the whole volume (about 1.4 s each on a 256×256×112 map, which the Slicer threshold
+    # slider waits for); bincount over the few flagged voxels gives the same numbers in milliseconds.
+    flagged = labels > 0
+    member = labels[flagged]
+    member_scores = np.asarray(scores, dtype=np.float64)[flagged]
+    sizes = np.bincount(member, minlength=count + 1)[1:]
+    maxima = np.full(count + 1, -np.inf)
+    np.maximum.at(maxima, member, member_scores)
+    maxima = maxima[1:]
+    means = np.bincount(member, weights=member_scores, minlength=count + 1)[1:] / sizes
+    centres_kji = np.stack([np.bincount(member, weights=position, minlength=count + 1)[1:] / sizes
+                            for position in np.nonzero(flagged)], axis=1)  # [count, 3] voxel indices (k, j, i)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-    scores = np.asarray(scores, dtype=np.float64)
-    maxima = ndimage.maximum(scores, labels, index)
-    means = ndimage.mean(scores, labels, index)
-    centres_kji = ndimage.center_of_mass(np.ones(labels.shape, dtype=np.float32), labels, index)
     boxes = ndimage.find_objects(labels)
     # index (i, j, k) → LPS point: origin + D · diag(spacing) · index.
     to_lps = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3) @ np.diag(image.GetSpacing())
