@@ -19,7 +19,8 @@ def fpr_preset(rate: float) -> str:
 
 #: Threshold presets ``segment --threshold`` accepts (when the model was calibrated for them).
 THRESHOLD_PRESETS = (VALIDATION_PRESET, *(fpr_preset(rate) for rate in DEFAULT_FPR_RATES))
-#: ``auto``: bf16 (or fp16) autocast on a GPU, fp32 on the CPU.
+#: ``auto``: bf16 (or fp16) autocast on a GPU, bf16 on a CPU with native bf16 instructions, else fp32
+#: (:func:`AnomalySegLib.device.autocast_dtype`).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: ``evaluate --protocol``: ``default`` (the bundle's operating point) or ``paper`` (Table 1 as the authors'
 #: code computes it, no clean-up).

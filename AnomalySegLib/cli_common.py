@@ -28,7 +28,8 @@ def add_compute_options(parser: argparse.ArgumentParser, precision_default: str 
                         help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
     default_text = "the config's" if precision_default is None else precision_default
     parser.add_argument("--precision", default=precision_default, choices=PRECISIONS,
-                        help=f"auto: bf16/fp16 autocast on a GPU, fp32 on the CPU (default: {default_text})")
+                        help="auto: bf16/fp16 autocast on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16, "
+                             f"AMX-BF16), else fp32 (default: {default_text})")
     parser.add_argument("--threads", type=int,
                         help="CPU threads (default: all cores, or $ANOMALYSEG_THREADS)")
 

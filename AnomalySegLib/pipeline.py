@@ -112,7 +112,7 @@ class AnomalySegmenter:
     Args:
         model: a bundle folder, a loaded :class:`ModelBundle`, or ``None`` for the bundled default.
         device: ``"auto"`` (CUDA → MPS → CPU), ``"cuda"``, ``"mps"``, ``"cpu"`` or a torch device string.
-        precision: ``"auto"`` (bf16/fp16 autocast on GPU, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
+        precision: ``"auto"`` (see :func:`~AnomalySegLib.device.autocast_dtype`), ``"fp32"``, ``"bf16"``, ``"fp16"``.
         seed: seeds the diffusion noise; the same seed gives the same result.
 
     Raises:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from AnomalySegLib.device import DeviceUnavailableError, autocast_dtype, choose_device
+from AnomalySegLib import device as device_module
+from AnomalySegLib.device import DeviceUnavailableError, autocast_dtype, choose_device, cpu_has_native_bf16
 from AnomalySegLib.diffusion.reconstruction import (
     Reconstructor,
     build_network,
@@ -162,9 +164,22 @@ def test_device_choice_and_precision() -> None:
         with pytest.raises(DeviceUnavailableError, match="no CUDA GPU"):
             choose_device("cuda")
     cpu = torch.device("cpu")
-    assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "fp32") is None
+    assert autocast_dtype(cpu, "fp32") is None
     assert autocast_dtype(cpu, "bf16") == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
         autocast_dtype(cpu, "int8")
     bf16 = Reconstructor(TINY, build_network(TINY), "cpu", precision="bf16")
     assert bf16.autocast_dtype == torch.bfloat16
+
+
+def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    cpu = torch.device("cpu")
+    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").exists() else ""
+    native = any(f" {flag}" in cpuinfo for flag in ("avx512_bf16", "amx_bf16"))
+    assert cpu_has_native_bf16() == native
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native else None)
+    # The other kind of CPU cannot exist on one machine: its /proc/cpuinfo flags are substituted.
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512vl"}))
+    assert autocast_dtype(cpu, "auto") is None  # AVX-512 alone emulates bf16: fp32
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile"}))
+    assert autocast_dtype(cpu, "auto") == torch.bfloat16
