@@ -54,6 +54,7 @@ from AnomalySegLib import sample_data
 from AnomalySegLib.anomalies import DraemAnomalyGenerator
 from AnomalySegLib.augmentation.acquisition import clinical_reacquisition, simulate_acquisition
 from AnomalySegLib.bundle import load_bundle
+from AnomalySegLib.device import precision_name
 from AnomalySegLib.evaluation import resolve_threshold
 from AnomalySegLib.metrics import auprc, best_dice, dice
 from AnomalySegLib.pipeline import default_model_path
@@ -421,6 +422,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     work = args.work / fold
     LOG.info("fold %s: model %s, threshold %.4f (%s)", fold, setup["model"], threshold, preset)
     result.update({"bundle": bundle, "threshold": threshold, "preset": preset, "model": setup["model"],
+                   "precision": precision_name(scorer.reconstructor.autocast_dtype),
                    "clean_up": asdict(clean_up),
                    "held_out": list(setup["held_out"]), "tumour": [], "healthy": [], "synthetic": [],
                    "diagnosis": [], "experiments": [], "phases_done": [], "cached_only": CACHED_ONLY})
@@ -608,7 +610,8 @@ def fold_section(fold: str, result: dict) -> str:
                      ("baseline_bright", "baseline bright", 2), ("baseline_dark", "baseline dark", 2),
                      ("baseline_abs", "baseline \\|x−m\\|", 2)]
     parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
-             "", f"Threshold {result['threshold']:.4f} ({result['preset']}), clean-up "
+             "", f"Scored at {result['precision']} (`auto` on this machine). Threshold {result['threshold']:.4f} "
+             f"({result['preset']}), clean-up "
              + ", ".join(f"{key} {value:g}" for key, value in result["clean_up"].items()) + ". Phases measured: "
              f"{'; '.join(result['phases_done']) or 'none yet'}"
              + (f"; still running when this was written: {result['in_progress']} (partial)"

@@ -32,6 +32,7 @@ import torch
 from AnomalySegLib.augmentation.variant_bank import DEFAULT_BANK, bank_root, load_variants
 from AnomalySegLib.bundle import ModelBundle, load_bundle
 from AnomalySegLib.calibration import (
+    PORTABLE_PRECISION,
     OperatingPointCalibration,
     describe_operating_point,
     fpr_preset,
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"not a calibration case of this bank: {', '.join(unknown)} (known: {', '.join(case_ids)})")
     rule = SearchRule()
-    scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
+    scorer = AnomalyScorer.from_bundle(bundle, device="cpu", precision=PORTABLE_PRECISION)
     for index, case in enumerate(cases):
         if not args.score_only or case.case_id in args.score_only:
             score_case(scorer, case, index, rule, spec, args.cache)

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
-from AnomalySegLib.calibration import apply_calibration, calibrate, describe
+from AnomalySegLib.calibration import PORTABLE_PRECISION, apply_calibration, calibrate, describe
 from AnomalySegLib.device import describe as describe_device, choose_device
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
 from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, RECIPE_GRID, SOURCES, bank_root, load_variants,
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("Stage II: %s", last_metrics(args.work / "seg"))
 
     stage_start = time.perf_counter()
-    scorer = AnomalyScorer.from_bundle(seg_bundle, device=args.device, precision="fp32")
+    scorer = AnomalyScorer.from_bundle(seg_bundle, device=args.device, precision=PORTABLE_PRECISION)
     calibration_variants = bank_cases(root, calibration_sources)
     result = calibrate(scorer, calibration_cases(held_out, seg_config), calibration_variants,
                        beta_candidates=BETA_CANDIDATES)
