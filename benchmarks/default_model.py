@@ -89,7 +89,8 @@ def section(model: Path, segmenter: AnomalySegmenter, rows: dict[str, dict]) -> 
     lines = [
         "## Default model on the tumour cases (`benchmarks/default_model.py`)",
         "",
-        f"Model `{segmenter.model_name}` (`{shown_path(model)}`), seed {segmenter.seed}, device {segmenter.device}. "
+        f"Model `{segmenter.model_name}` (`{shown_path(model)}`), seed {segmenter.seed}, device {segmenter.device}, "
+        f"precision {segmenter.precision} (`auto` on this machine). "
         "Neither case was used for training or calibration. Model grid: "
         f"{'×'.join(map(str, segmenter.spec.grid.size))} at {segmenter.spec.grid.spacing[0]:g} mm; native grid: "
         "the original file through `AnomalySegmenter.segment_file`, maps restored to the input "

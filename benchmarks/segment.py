@@ -11,6 +11,8 @@ Runs the real command in fresh processes, as a user would:
 ``--engine-preprocessing`` also times a copy of the bundle whose preprocessing spec is this engine's
 default (a bundle records the spec it was trained with, and ``segment`` repeats it).
 
+``--fp32`` also times ``--precision fp32``: ``auto`` is bf16 only on CPUs with native bf16.
+
 Peak memory is the largest resident set size of the child processes (``getrusage``). Prints a
 Markdown section and writes it to BENCHMARKS.md (``<!-- segment -->``).
 """
@@ -43,7 +45,7 @@ STAGES = ("load", "preprocess", "reconstruct", "segment", "score", "restore", "w
 TARGET_CPU_S = {"paper": 15.0, "whole_brain": 30.0}
 THIS = "this checkout"
 ENGINE_SPEC = "this checkout, bundle with the engine's default preprocessing spec"
-BF16 = "this checkout, `--precision bf16`"
+FP32 = "this checkout, `--precision fp32`"
 
 
 def segment(inputs: Path, output: Path, model: Path, device: str,
@@ -80,7 +82,8 @@ def main() -> None:
                         help="another checkout whose single-case runs are interleaved with these (before/after)")
     parser.add_argument("--engine-preprocessing", action="store_true",
                         help="also time the bundle with its preprocessing spec replaced by this engine's default")
-    parser.add_argument("--bf16", action="store_true", help="also time `segment --precision bf16`")
+    parser.add_argument("--fp32", action="store_true",
+                        help="also time `segment --precision fp32` (what `auto` gives on a CPU without native bf16)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     model = args.model or default_model_path()
@@ -95,8 +98,8 @@ def main() -> None:
             variants = {f"reference `{args.reference.name}`": (args.reference.resolve(), model, ()), **variants}
         if args.engine_preprocessing:
             variants[ENGINE_SPEC] = (REPOSITORY, with_engine_preprocessing(model, scratch), ())
-        if args.bf16:
-            variants[BF16] = (REPOSITORY, model, ("--precision", "bf16"))
+        if args.fp32:
+            variants[FP32] = (REPOSITORY, model, ("--precision", "fp32"))
         single: dict[str, list[float]] = {name: [] for name in variants}
         stage_rows: dict[str, list[dict]] = {name: [] for name in variants}
         for run in range(args.runs):
@@ -130,7 +133,8 @@ def main() -> None:
         f"**Single case, whole command (process start, imports, model loading, all outputs): median {median:.1f} s** "
         f"(runs: {', '.join(f'{s:.1f}' for s in single[THIS])} s; model grid `{grid_name}` {'×'.join(map(str, grid.size))}"
         + (f"; target on 2 CPU cores ≤ {target:.0f} s: {'met' if median <= target else 'NOT met'}" if target else "")
-        + "). The bundle's preprocessing spec is the one it was trained with.",
+        + f"). Precision `auto`, which is {stage_rows[THIS][0]['precision']} on this machine "
+        "(`device.autocast_dtype`). The bundle's preprocessing spec is the one it was trained with.",
     ]
     for name, values in single.items():
         if name != THIS:
