@@ -31,22 +31,30 @@ def shown_path(path: str | Path) -> str:
     return f"<outside the repository>/{resolved.name}"
 
 
-def write_section(name: str, text: str, path: Path = BENCHMARKS) -> None:
-    """Replace the ``name`` section of ``path`` with ``text`` (which excludes the markers)."""
+def write_section(name: str, text: str, path: Path = BENCHMARKS, after: str | None = None) -> None:
+    """Replace the ``name`` section of ``path`` with ``text`` (which excludes the markers).
+
+    A new section goes right after the section ``after`` when that one exists, else at the end.
+    """
     begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     section = f"{begin}\n{text.strip()}\n{end}"
     current = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    anchor = f"<!-- /{after} -->" if after else None
     if begin in current and end in current:
         before, rest = current.split(begin, 1)
         updated = before + section + rest.split(end, 1)[1]
+    elif anchor and anchor in current:
+        before, rest = current.split(anchor, 1)
+        updated = before + anchor + "\n\n" + section + rest
     else:
         updated = current.rstrip("\n") + "\n\n" + section + "\n"
     atomic_write_text(path, updated, overwrite=True)
 
 
-def publish(name: str, text: str, write: bool = True, path: Path = BENCHMARKS) -> None:
-    """Print a benchmark's section and, if ``write``, store it as section ``name`` of ``path``."""
+def publish(name: str, text: str, write: bool = True, path: Path = BENCHMARKS, after: str | None = None) -> None:
+    """Print a benchmark's section and, if ``write``, store it as section ``name`` of ``path`` (a new one
+    right after section ``after``, see :func:`write_section`)."""
     print(text)
     if write:
-        write_section(name, text, path)
+        write_section(name, text, path, after)
         print(f"written to {path}")

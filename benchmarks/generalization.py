@@ -72,6 +72,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from calibrate_default_model import default_model_split  # noqa: E402
 
 LOG = logging.getLogger("generalization")
+#: BENCHMARKS.md section of the explanation; each fold has its own after it (fold_section_name).
+SECTION = "generalization"
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 TUMOURS = {"mrbraintumor1": 9, "mrbraintumor2": 1}
 #: Healthy single-subject scans the bundled default model was not trained on.
@@ -540,7 +542,10 @@ def main(argv: list[str] | None = None) -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         (args.work / "results.json").write_text(json.dumps(document, indent=2, default=float) + "\n",
                                                  encoding="utf-8")
-        publish("generalization", report(results, load, elapsed), write=not args.no_write)
+        publish(SECTION, report(load, elapsed), write=not args.no_write)
+        for fold, result in results.items():
+            if "bundle" in result:
+                publish(fold_section_name(fold), fold_section(fold, result), write=not args.no_write, after=SECTION)
 
     for fold, setup in load_folds(args.folds).items():
         results[fold] = {}
@@ -548,21 +553,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(results: dict[str, dict], load: str, elapsed_s: float) -> str:
-    """The BENCHMARKS.md section for the folds measured so far."""
+def fold_section_name(fold: str) -> str:
+    """The BENCHMARKS.md section of one fold: each fold keeps its own, so a run of some folds leaves the
+    others' numbers in place."""
+    return f"{SECTION}-fold-{fold}"
+
+
+def report(load: str, elapsed_s: float) -> str:
+    """The BENCHMARKS.md section that explains the folds' sections (they follow it, one per fold)."""
     return "\n".join([
         "## Generalization to unseen scans (`benchmarks/generalization.py`, issue #13)",
         "",
-        f"Measured {datetime.date.today().isoformat()} on {load}; {elapsed_s / 60:.0f} min (preprocessing and "
-        "scores cached afterwards). Command: `nice -n 10 .venv/bin/python benchmarks/generalization.py`. "
+        f"Last run {datetime.date.today().isoformat()} on {load}; {elapsed_s / 60:.0f} min (preprocessing and "
+        "scores cached afterwards); each fold below states when it was measured. "
+        "Command: `nice -n 10 .venv/bin/python benchmarks/generalization.py [--folds FOLDS.json]`. "
         "Model grid (2 mm), flagged and Dice@op = the bundle's operating point (`val` threshold and clean-up, "
         "as `segment` applies them); "
         "findings = 26-connected components on the model grid. Re-acquired = the documented clinical "
         "re-acquisition (`AnomalySegLib/augmentation/acquisition.py`: axial slabs with a slice profile, in-plane "
         "0.8–1 mm, Rician noise 3 %, another bias field), labels carried through the same geometry. Baseline "
         "= ⌈Dice⌉ of intensity alone inside the brain: bright = x − median, dark = median − x, |x − median|.",
-        "",
-        *(fold_section(fold, result) for fold, result in results.items() if "bundle" in result),
     ])
 
 
@@ -610,7 +620,7 @@ def fold_section(fold: str, result: dict) -> str:
                      ("baseline_bright", "baseline bright", 2), ("baseline_dark", "baseline dark", 2),
                      ("baseline_abs", "baseline \\|x−m\\|", 2)]
     parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
-             "", f"Scored at {result['precision']} (`auto` on this machine). Threshold {result['threshold']:.4f} "
+             "", f"Measured {datetime.date.today().isoformat()}. Scored at {result['precision']} (`auto` on this machine). Threshold {result['threshold']:.4f} "
              f"({result['preset']}), clean-up "
              + ", ".join(f"{key} {value:g}" for key, value in result["clean_up"].items()) + ". Phases measured: "
              f"{'; '.join(result['phases_done']) or 'none yet'}"
