@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
 import torch
 
-from AnomalySegLib import preprocessing, sample_data
+from AnomalySegLib import sample_data
 from AnomalySegLib.anomalies import SphereAnomalyGenerator
 from AnomalySegLib.bundle import save_bundle
 from AnomalySegLib.calibration import apply_calibration, calibrate
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
-from AnomalySegLib.preprocessing.pipeline import preprocess_file
+from AnomalySegLib.preprocessing.model_space_cache import cached_case
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
-from AnomalySegLib.resources import resources_dir
 from AnomalySegLib.scoring.volume import AnomalyScorer
 from AnomalySegLib.training.config import load_config
 from AnomalySegLib.training.recon_training import train_recon
@@ -61,35 +57,12 @@ HEALTHY_VOLUMES = ("icbm2009a_t1_brain", "sri24_t1_brain", "colin27_t1", "mrhead
 def healthy_cases(real_data) -> list[ModelSpaceCase]:
     """Real healthy brains brought into model space by the real pipeline (arrays ``[50, 96, 96]``).
 
-    Preprocessing takes ~15 s per volume on 2 cores, so results are cached next to the fetched data,
-    keyed by the preprocessing spec and the source of the preprocessing and I/O code: any change
-    to either recomputes them.
+    Preprocessing takes ~15 s per volume on 2 cores, so results are cached next to the fetched data
+    (:func:`~AnomalySegLib.preprocessing.model_space_cache.cached_case`), keyed by the preprocessing spec and
+    the source of the preprocessing and I/O code: any change to either recomputes them.
     """
-    spec = PreprocessingSpec()
-    key = _preprocessing_cache_key(spec)
-    cache = sample_data.cache_dir() / "model_space" / key
-    cases = []
-    for name in HEALTHY_VOLUMES:
-        stored = cache / f"{name}.npz"
-        if not stored.is_file():
-            image, mask, _ = preprocess_file(real_data(name), spec=spec).arrays()
-            cache.mkdir(parents=True, exist_ok=True)
-            partial = cache / f".{name}.partial.npz"
-            np.savez_compressed(partial, image=image, mask=mask)
-            partial.replace(stored)
-        with np.load(stored, allow_pickle=False) as arrays:
-            cases.append(ModelSpaceCase(name, arrays["image"], arrays["mask"], None))
-    return cases
-
-
-def _preprocessing_cache_key(spec: PreprocessingSpec) -> str:
-    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
-    package = Path(preprocessing.__file__).parent.parent
-    for source in sorted([*package.glob("preprocessing/*.py"), *package.glob("io/*.py")]):
-        digest.update(source.read_bytes())
-    for template_file in sorted((resources_dir() / "Templates").rglob("*.nii*")):
-        digest.update(template_file.read_bytes())
-    return digest.hexdigest()[:16]
+    cache = sample_data.cache_dir() / "model_space"
+    return [cached_case(name, real_data(name), cache, PreprocessingSpec()) for name in HEALTHY_VOLUMES]
 
 
 @pytest.fixture(scope="session")

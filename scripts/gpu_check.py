@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -160,22 +159,15 @@ def prepare_sample(path: Path, dry_run: bool) -> dict[str, Any]:
 
     from AnomalySegLib import sample_data
     from AnomalySegLib.bundle import load_bundle
-    from AnomalySegLib.preprocessing.pipeline import preprocess_file
+    from AnomalySegLib.preprocessing.model_space_cache import cached_case
     from AnomalySegLib.preprocessing.spec import PreprocessingSpec
     from AnomalySegLib.resources import resources_dir
     from AnomalySegLib.scoring.volume import AnomalyScorer
 
     bundle = load_bundle(resources_dir() / "Models" / "default")
     spec = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {}))
-    cache = _cache_dir() / f"{SAMPLE_CASE}-{_preprocessing_key(spec)}.npz"
-    if not cache.is_file():
-        image, mask, _ = preprocess_file(sample_data.fetch(SAMPLE_CASE), spec=spec).arrays()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(f".{cache.name}.partial.npz")
-        np.savez_compressed(partial, image=image, mask=mask)
-        partial.replace(cache)
-    with np.load(cache, allow_pickle=False) as stored:
-        image, mask = stored["image"], stored["mask"]
+    case = cached_case(SAMPLE_CASE, sample_data.fetch(SAMPLE_CASE), _cache_dir() / "model_space", spec)
+    image, mask = case.image, case.mask
     if dry_run:
         image, mask = image[DRY_RUN_SLICES], mask[DRY_RUN_SLICES]
     scorer = AnomalyScorer.from_bundle(bundle, device="cpu", precision="fp32")
@@ -195,20 +187,6 @@ def _cache_dir() -> Path:
     from AnomalySegLib import sample_data
 
     return sample_data.cache_dir() / "gpu_check"
-
-
-def _preprocessing_key(spec) -> str:
-    """Spec + preprocessing and I/O sources + template: any change recomputes the cached sample."""
-    from AnomalySegLib import preprocessing
-    from AnomalySegLib.resources import resources_dir
-
-    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode("utf-8"))
-    package = Path(preprocessing.__file__).parent.parent
-    for source in sorted([*package.glob("preprocessing/*.py"), *package.glob("io/*.py")]):
-        digest.update(source.read_bytes())
-    for template_file in sorted((resources_dir() / "Templates").rglob("*.nii*")):
-        digest.update(template_file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _tracked_bytes() -> int:
