@@ -76,7 +76,6 @@ LOG = logging.getLogger("generalization")
 SECTION = "generalization"
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 TUMOURS = {"mrbraintumor1": 9, "mrbraintumor2": 1}
-#: Healthy single-subject scans the bundled default model was not trained on.
 REACQUIRED_MM = (5.0, 6.5)
 HEALTHY_REACQUIRED_MM = 6.5
 LESION_ML = (0.5, 30.0)
@@ -120,6 +119,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="report only the cases an earlier run preprocessed and scored (computes nothing new)")
     parser.add_argument("--no-write", action="store_true", help="never write BENCHMARKS.md")
     return parser.parse_args(argv)
+
+
+def held_out_roles(bundle, held_out: list[str]) -> dict[str, str]:
+    """What each held-out scan was to the model, from its recipe's record (``provenance.default_model``):
+    ``"calibration"`` (chose its operating point, never trained on), ``"test"`` (took part in no choice) or
+    ``"not recorded"``.
+
+    Raises:
+        SystemExit: the model trained on a held-out scan (the fold would measure something easier than
+            unseen data).
+    """
+    recipe = bundle.description.get("provenance", {}).get("default_model", {})
+    trained = set(recipe.get("training_sources", recipe.get("training_volumes", [])))
+    leaked = sorted(trained & set(held_out))
+    if leaked:
+        raise SystemExit(f"{bundle.path}: trained on {', '.join(leaked)}, which the fold holds out")
+    return {name: "calibration" if name in recipe.get("calibration_sources", ())
+            else "test" if name in recipe.get("test_sources", ()) else "not recorded" for name in held_out}
 
 
 def load_folds(path: Path | None) -> dict[str, dict]:
@@ -426,7 +443,10 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     result.update({"bundle": bundle, "threshold": threshold, "preset": preset, "model": setup["model"],
                    "precision": precision_name(scorer.reconstructor.autocast_dtype),
                    "clean_up": asdict(clean_up),
-                   "held_out": list(setup["held_out"]), "tumour": [], "healthy": [], "synthetic": [],
+                   "held_out": list(setup["held_out"]), "roles": held_out_roles(bundle, list(setup["held_out"])),
+                   "training_sources": bundle.description.get("provenance", {}).get("default_model", {}).get(
+                       "training_sources"),
+                   "tumour": [], "healthy": [], "synthetic": [],
                    "diagnosis": [], "experiments": [], "phases_done": [], "cached_only": CACHED_ONLY})
 
     def healthy_case(name: str, thickness: float | None = None) -> tuple[Case, dict, object]:
@@ -619,8 +639,15 @@ def fold_section(fold: str, result: dict) -> str:
     group_columns = [("case", "lesions", 0), ("best_dice", "⌈Dice⌉ mean ± std", 2), ("dice_op", "Dice@op", 2),
                      ("baseline_bright", "baseline bright", 2), ("baseline_dark", "baseline dark", 2),
                      ("baseline_abs", "baseline \\|x−m\\|", 2)]
+    role_words = {"calibration": "chose the operating point, never trained on", "test": "took part in no choice",
+                  "not recorded": "its role is not recorded in the bundle"}
+    roles = result.get("roles", {})
+    held_out = ", ".join(f"{scan} ({role_words[roles[scan]]})" if scan in roles else scan
+                         for scan in result["held_out"])
+    trained = (f" The model trained on {', '.join(result['training_sources'])}."
+               if result.get("training_sources") else "")
     parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
-             "", f"Measured {datetime.date.today().isoformat()}. Scored at {result['precision']} (`auto` on this machine). Threshold {result['threshold']:.4f} "
+             "", f"Held out: {held_out}.{trained} Measured {datetime.date.today().isoformat()}. Scored at {result['precision']} (`auto` on this machine). Threshold {result['threshold']:.4f} "
              f"({result['preset']}), clean-up "
              + ", ".join(f"{key} {value:g}" for key, value in result["clean_up"].items()) + ". Phases measured: "
              f"{'; '.join(result['phases_done']) or 'none yet'}"
