@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from generalization import held_out_roles  # noqa: E402
+from generalization import held_out_roles, training_record, training_words  # noqa: E402
 
 from AnomalySegLib.bundle import load_bundle  # noqa: E402
 from AnomalySegLib.pipeline import default_model_path  # noqa: E402
@@ -30,3 +30,13 @@ def test_a_fold_that_holds_out_a_training_scan_is_refused():
     trained = bundle.description["provenance"]["default_model"]["training_sources"][0]
     with pytest.raises(SystemExit, match=trained):
         held_out_roles(bundle, [trained])
+
+
+def test_a_fold_states_how_long_its_model_trained():
+    bundle = load_bundle(default_model_path())
+    recipe = bundle.description["provenance"]["default_model"]
+    words = training_words(training_record(bundle))
+    assert f"Stage I {recipe['stage1']['steps']} steps in {recipe['budget_minutes']['stage1']:g} min" in words
+    assert f"Stage II {recipe['stage2']['steps']} steps" in words
+    assert ", ".join(recipe["training_sources"]) in words
+    assert training_words({}) == ""

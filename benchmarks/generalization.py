@@ -139,6 +139,29 @@ def held_out_roles(bundle, held_out: list[str]) -> dict[str, str]:
             else "test" if name in recipe.get("test_sources", ()) else "not recorded" for name in held_out}
 
 
+def training_record(bundle) -> dict:
+    """What the recipe's record (``provenance.default_model``) says of the model's training: sources, steps and
+    budgets of both stages, the model it was fine-tuned from; empty for a bundle without that record."""
+    recipe = bundle.description.get("provenance", {}).get("default_model", {})
+    if "training_sources" not in recipe:
+        return {}
+    initial = recipe.get("initialised_from") or {}
+    return {"sources": recipe["training_sources"], "budget_minutes": recipe.get("budget_minutes", {}),
+            "steps": {stage: recipe.get(stage, {}).get("steps") for stage in ("stage1", "stage2")},
+            "threads": recipe.get("threads"), "initialised_from": initial.get("name")}
+
+
+def training_words(record: dict) -> str:
+    """One sentence of :func:`training_record` for a fold's section ("" without a record)."""
+    if not record:
+        return ""
+    budget, steps = record["budget_minutes"], record["steps"]
+    start = f"fine-tuned from `{record['initialised_from']}`" if record["initialised_from"] else "from scratch"
+    return (f" The model trained on {', '.join(record['sources'])} ({start}; Stage I {steps['stage1']} steps in "
+            f"{budget.get('stage1', float('nan')):g} min, Stage II {steps['stage2']} steps in "
+            f"{budget.get('stage2', float('nan')):g} min, {record['threads']} CPU thread(s)).")
+
+
 def load_folds(path: Path | None) -> dict[str, dict]:
     if path is None:
         calibration, test = default_model_split(load_bundle(default_model_path()))
@@ -444,8 +467,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
                    "precision": precision_name(scorer.reconstructor.autocast_dtype),
                    "clean_up": asdict(clean_up),
                    "held_out": list(setup["held_out"]), "roles": held_out_roles(bundle, list(setup["held_out"])),
-                   "training_sources": bundle.description.get("provenance", {}).get("default_model", {}).get(
-                       "training_sources"),
+                   "training": training_record(bundle),
                    "tumour": [], "healthy": [], "synthetic": [],
                    "diagnosis": [], "experiments": [], "phases_done": [], "cached_only": CACHED_ONLY})
 
@@ -644,8 +666,7 @@ def fold_section(fold: str, result: dict) -> str:
     roles = result.get("roles", {})
     held_out = ", ".join(f"{scan} ({role_words[roles[scan]]})" if scan in roles else scan
                          for scan in result["held_out"])
-    trained = (f" The model trained on {', '.join(result['training_sources'])}."
-               if result.get("training_sources") else "")
+    trained = training_words(result.get("training", {}))
     parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
              "", f"Held out: {held_out}.{trained} Measured {datetime.date.today().isoformat()}. Scored at {result['precision']} (`auto` on this machine). Threshold {result['threshold']:.4f} "
              f"({result['preset']}), clean-up "
