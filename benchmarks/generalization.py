@@ -667,7 +667,9 @@ def fold_section(fold: str, result: dict) -> str:
     held_out = ", ".join(f"{scan} ({role_words[roles[scan]]})" if scan in roles else scan
                          for scan in result["held_out"])
     trained = training_words(result.get("training", {}))
-    parts = [f"### Fold `{fold}`: model `{name}`, held-out scans {', '.join(result['held_out'])}",
+    bundled = Path(result["model"]).resolve() == default_model_path().resolve()
+    which = "the bundled default model" if bundled else "trained for this fold by the default model's recipe"
+    parts = [f"### Fold `{fold}`: model `{name}` ({which}), held-out scans {', '.join(result['held_out'])}",
              "", f"Held out: {held_out}.{trained} Measured {datetime.date.today().isoformat()}. Scored at {result['precision']} (`auto` on this machine). Threshold {result['threshold']:.4f} "
              f"({result['preset']}), clean-up "
              + ", ".join(f"{key} {value:g}" for key, value in result["clean_up"].items()) + ". Phases measured: "
