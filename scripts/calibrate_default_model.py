@@ -50,6 +50,19 @@ from AnomalySegLib.scoring.volume import AnomalyScorer
 NEVER = ("mrbraintumor1", "mrbraintumor2")
 
 
+def recipe_record(bundle: ModelBundle) -> dict:
+    """The record ``scripts/train_default_model.py`` writes into a bundle (``provenance.default_model``);
+    empty for a bundle made otherwise."""
+    return bundle.description.get("provenance", {}).get("default_model", {})
+
+
+def trained_sources(bundle: ModelBundle) -> list[str]:
+    """The healthy sources the recipe trained the model on (``training_volumes`` in records made before the
+    split by subject); empty when the bundle records none."""
+    recipe = recipe_record(bundle)
+    return list(recipe.get("training_sources", recipe.get("training_volumes", [])))
+
+
 def default_model_split(bundle: ModelBundle) -> tuple[list[str], list[str]]:
     """``(calibration_sources, test_sources)``: the healthy subjects the model never trained on that chose its
     operating point, and those kept out of every choice.
@@ -61,17 +74,16 @@ def default_model_split(bundle: ModelBundle) -> tuple[list[str], list[str]]:
     Raises:
         SystemExit: the bundle records neither, or a calibration source was trained on.
     """
-    recipe = bundle.description.get("provenance", {}).get("default_model", {})
+    recipe, trained = recipe_record(bundle), trained_sources(bundle)
     if "calibration_sources" in recipe:
         calibration, test = list(recipe["calibration_sources"]), list(recipe["test_sources"])
-        trained = recipe["training_sources"]
     else:
         record = bundle.description.get("scoring", {}).get("calibration", {}).get("operating_point", {})
         if "healthy_cases" not in record:
             raise SystemExit("the bundle records no calibration sources (provenance.default_model) and no operating "
                              "point record: train it with scripts/train_default_model.py")
         calibration = [case.removeprefix("heldout_") for case in record["healthy_cases"]]
-        test, trained = list(record.get("untouched_healthy_scans", [])), recipe.get("training_volumes", [])
+        test = list(record.get("untouched_healthy_scans", []))
     for name in calibration:
         if name in trained or name in NEVER:
             raise SystemExit(f"{name} was used for training or is a test case: not a calibration source")

@@ -38,7 +38,7 @@ def preprocessing_fingerprint(spec: PreprocessingSpec) -> str:
     """16 hex digits identifying ``spec`` and the code and data that apply it: the JSON form of the spec
     (keys sorted), every ``preprocessing/*.py`` and ``io/*.py`` source of the engine and every template
     image. Any change to one of them gives another fingerprint."""
-    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode("utf-8"))
+    digest = hashlib.sha256(spec_key(spec).encode("ascii"))
     for source in sorted([*_PACKAGE.glob("preprocessing/*.py"), *_PACKAGE.glob("io/*.py")]):
         digest.update(source.read_bytes())
     for template_file in sorted((resources_dir() / "Templates").rglob("*.nii*")):
