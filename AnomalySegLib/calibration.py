@@ -290,13 +290,15 @@ def scoring_section_with(section: dict, result: CalibrationResult | None,
     return section
 
 
-def write_scoring_section(folder: str | Path, section: dict) -> Path:
-    """Replace the ``"scoring"`` section of the bundle at ``folder`` in place: only ``model.json`` is
-    rewritten (atomically); weights and every other file of the folder (the model card) stay."""
+def write_scoring_section(folder: str | Path, section: dict, provenance: dict[str, dict] | None = None) -> Path:
+    """Replace the ``"scoring"`` section of the bundle at ``folder`` in place (and the ``provenance`` entries
+    given, e.g. the recipe's record of which sources chose the operating point, in the same write): only
+    ``model.json`` is rewritten (atomically); weights and every other file of the folder (the model card) stay."""
     bundle = load_bundle(folder)  # a valid bundle, weights verified
     path = Path(folder) / DESCRIPTION_FILE
     document = json.loads(path.read_text(encoding="utf-8"))
     document[SCORING_SECTION] = section
+    document.setdefault("provenance", {}).update(provenance or {})
     atomic_write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n", overwrite=True)
     del bundle
     return Path(folder)

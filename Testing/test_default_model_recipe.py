@@ -82,6 +82,38 @@ def test_benchmarks_read_the_held_out_subjects_from_the_bundle():
         calibration_script.default_model_split(leaked)
 
 
+def test_an_operating_point_pooled_over_several_subjects_takes_them_out_of_the_test_sources(tmp_path, tiny_bundle):
+    """``--calibration-sources``: chosen on the given untrained subjects; a test source used for the choice is no
+    longer reported as untouched, and the record in model.json says so after the write (weights untouched)."""
+    import json
+    import shutil
+
+    from AnomalySegLib.bundle import load_bundle
+    from AnomalySegLib.calibration import write_scoring_section
+
+    spec = importlib.util.spec_from_file_location("calibrate_default_model", SCRIPT.parent / "calibrate_default_model.py")
+    calibration_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibration_script)
+    record = {"training_sources": ["mrhead", "colin27_t1"], "calibration_sources": ["itk_kmeans_t1"],
+              "test_sources": ["someones_anatomy", "papaya_sample_t1"]}
+    bundle = ModelBundle(description={"provenance": {"default_model": record}})
+    assert calibration_script.pooled_split(bundle, ["itk_kmeans_t1", "papaya_sample_t1"]) == (
+        ["itk_kmeans_t1", "papaya_sample_t1"], ["someones_anatomy"])
+    with pytest.raises(SystemExit, match="mrhead was used for training"):
+        calibration_script.pooled_split(bundle, ["itk_kmeans_t1", "mrhead"])
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, folder)
+    weights = {p.name: p.read_bytes() for p in folder.glob("*.safetensors")}
+    section = {**load_bundle(folder).description["scoring"], "threshold_note": "pooled"}
+    write_scoring_section(folder, section, {"default_model": {**record, "test_sources": ["someones_anatomy"]}})
+    written = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    assert written["scoring"]["threshold_note"] == "pooled"
+    assert written["provenance"]["default_model"]["test_sources"] == ["someones_anatomy"]
+    assert {p.name: p.read_bytes() for p in folder.glob("*.safetensors")} == weights
+    assert load_bundle(folder).description["provenance"]["default_model"]["training_sources"] == ["mrhead", "colin27_t1"]
+
+
 def test_the_bank_is_built_with_the_spec_the_recipe_trains_and_records():
     """build_variant_bank.py (without --model) and train_default_model.py look for the same bank folder, and
     the recorded preprocessing is today's spec on the chosen grid (training and inference preprocess alike)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from AnomalySegLib.augmentation.variant_bank import DEFAULT_BANK, bank_root, load_variants
+from AnomalySegLib.augmentation.variant_bank import DEFAULT_BANK, SOURCES, bank_root, load_variants
 from AnomalySegLib.bundle import ModelBundle, load_bundle
 from AnomalySegLib.calibration import (
     PORTABLE_PRECISION,
@@ -61,6 +61,23 @@ def trained_sources(bundle: ModelBundle) -> list[str]:
     split by subject); empty when the bundle records none."""
     recipe = recipe_record(bundle)
     return list(recipe.get("training_sources", recipe.get("training_volumes", [])))
+
+
+def pooled_split(bundle: ModelBundle, calibration: list[str]) -> tuple[list[str], list[str]]:
+    """``(calibration, test)`` when the operating point is chosen on ``calibration`` instead of the recorded
+    sources (pooled over several subjects: an operating point chosen on one subject's variants did not
+    transfer to others, BENCHMARKS.md "generalization-diagnosis"): the recorded test sources less those now
+    used for a choice.
+
+    Raises:
+        SystemExit: a source was trained on, or is a tumour case.
+    """
+    trained = trained_sources(bundle)
+    for name in calibration:
+        if name in trained or name in NEVER:
+            raise SystemExit(f"{name} was used for training or is a test case: not a calibration source")
+    _, test = default_model_split(bundle)
+    return list(calibration), [name for name in test if name not in calibration]
 
 
 def default_model_split(bundle: ModelBundle) -> tuple[list[str], list[str]]:
@@ -136,12 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", type=Path, required=True, help="scored calibration cases (npz)")
     parser.add_argument("--score-only", nargs="+", metavar="CASE", help="only score these bank cases into --cache")
+    parser.add_argument("--calibration-sources", nargs="+", choices=sorted(SOURCES), metavar="SOURCE",
+                        help="choose on these bank sources, pooled (default: the recipe's calibration sources); "
+                             "recorded in provenance.default_model, and dropped from its test sources")
     parser.add_argument("--dry-run", action="store_true", help="print the result; leave the bundle alone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(args.threads)
     bundle = load_bundle(args.model)
-    calibration_sources, test_sources = default_model_split(bundle)
+    calibration_sources, test_sources = (pooled_split(bundle, args.calibration_sources) if args.calibration_sources
+                                         else default_model_split(bundle))
     spec = PreprocessingSpec.from_dict(bundle.description["preprocessing"])
     cases = load_variants(bank_root(args.bank, spec), calibration_sources)
     case_ids = [case.case_id for case in cases]
@@ -168,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps(section, indent=2))
         return 0
-    print(write_scoring_section(args.model, section))
+    recipe = recipe_record(bundle)
+    provenance = ({"default_model": {**recipe, "calibration_sources": calibration_sources, "test_sources": test_sources}}
+                  if recipe else None)
+    print(write_scoring_section(args.model, section, provenance))
     return 0
 
 if __name__ == "__main__":
