@@ -62,6 +62,7 @@ from AnomalySegLib.preprocessing.pipeline import preprocess_image
 from AnomalySegLib.preprocessing.model_space import resample_to_model
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.preprocessing.template import load_template
+from AnomalySegLib.recipe_record import recipe_record, trained_sources
 from AnomalySegLib.scoring.operating_point import CleanUp, apply_operating_point
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
@@ -69,7 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_report import machine, publish  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from calibrate_default_model import default_model_split, recipe_record, trained_sources  # noqa: E402
+from calibrate_default_model import default_model_split  # noqa: E402
 
 LOG = logging.getLogger("generalization")
 #: BENCHMARKS.md section of the explanation; each fold has its own after it (fold_section_name).
@@ -130,8 +131,8 @@ def held_out_roles(bundle, held_out: list[str]) -> dict[str, str]:
         SystemExit: the model trained on a held-out scan (the fold would measure something easier than
             unseen data).
     """
-    recipe = recipe_record(bundle)
-    leaked = sorted(set(trained_sources(bundle)) & set(held_out))
+    recipe = recipe_record(bundle.description)
+    leaked = sorted(set(trained_sources(bundle.description) or []) & set(held_out))
     if leaked:
         raise SystemExit(f"{bundle.path}: trained on {', '.join(leaked)}, which the fold holds out")
     return {name: "calibration" if name in recipe.get("calibration_sources", ())
@@ -141,7 +142,7 @@ def held_out_roles(bundle, held_out: list[str]) -> dict[str, str]:
 def training_record(bundle) -> dict:
     """What the recipe's record (``provenance.default_model``) says of the model's training: sources, steps and
     budgets of both stages, the model it was fine-tuned from; empty for a bundle without that record."""
-    recipe = recipe_record(bundle)
+    recipe = recipe_record(bundle.description)
     if "training_sources" not in recipe:
         return {}
     initial = recipe.get("initialised_from") or {}

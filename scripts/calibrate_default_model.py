@@ -44,23 +44,11 @@ from AnomalySegLib.scoring.thresholds import fpr_thresholds
 from AnomalySegLib.pipeline import default_model_path
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
+from AnomalySegLib.recipe_record import recipe_record, record_update, trained_sources
 from AnomalySegLib.scoring.operating_point import voxel_size_zyx
 from AnomalySegLib.scoring.volume import AnomalyScorer
 
 NEVER = ("mrbraintumor1", "mrbraintumor2")
-
-
-def recipe_record(bundle: ModelBundle) -> dict:
-    """The record ``scripts/train_default_model.py`` writes into a bundle (``provenance.default_model``);
-    empty for a bundle made otherwise."""
-    return bundle.description.get("provenance", {}).get("default_model", {})
-
-
-def trained_sources(bundle: ModelBundle) -> list[str]:
-    """The healthy sources the recipe trained the model on (``training_volumes`` in records made before the
-    split by subject); empty when the bundle records none."""
-    recipe = recipe_record(bundle)
-    return list(recipe.get("training_sources", recipe.get("training_volumes", [])))
 
 
 def pooled_split(bundle: ModelBundle, calibration: list[str]) -> tuple[list[str], list[str]]:
@@ -72,7 +60,7 @@ def pooled_split(bundle: ModelBundle, calibration: list[str]) -> tuple[list[str]
     Raises:
         SystemExit: a source was trained on, or is a tumour case.
     """
-    trained = trained_sources(bundle)
+    trained = trained_sources(bundle.description) or []
     for name in calibration:
         if name in trained or name in NEVER:
             raise SystemExit(f"{name} was used for training or is a test case: not a calibration source")
@@ -91,7 +79,7 @@ def default_model_split(bundle: ModelBundle) -> tuple[list[str], list[str]]:
     Raises:
         SystemExit: the bundle records neither, or a calibration source was trained on.
     """
-    recipe, trained = recipe_record(bundle), trained_sources(bundle)
+    recipe, trained = recipe_record(bundle.description), trained_sources(bundle.description) or []
     if "calibration_sources" in recipe:
         calibration, test = list(recipe["calibration_sources"]), list(recipe["test_sources"])
     else:
@@ -189,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps(section, indent=2))
         return 0
-    recipe = recipe_record(bundle)
-    provenance = ({"default_model": {**recipe, "calibration_sources": calibration_sources, "test_sources": test_sources}}
+    recipe = recipe_record(bundle.description)
+    provenance = (record_update({**recipe, "calibration_sources": calibration_sources, "test_sources": test_sources})
                   if recipe else None)
     print(write_scoring_section(args.model, section, provenance))
     return 0

@@ -34,13 +34,14 @@ from AnomalySegLib.io.volume_io import read_volume
 from AnomalySegLib.preprocessing.spec import PreprocessingSpec
 from AnomalySegLib.quality.reference import (domain_section, measure_scans, provenance_volumes,
                                              write_domain_section)
+from AnomalySegLib.recipe_record import recipe_record
 
 
 def reference_scans(description: dict) -> tuple[list[str], list[str]]:
     """``(training, validation)`` scan names of a bundle: for the default recipe every bank variant of its
     training and calibration sources (:func:`variant_id` names), else its Stage I provenance."""
-    recipe = description.get("provenance", {}).get("default_model")
-    if recipe is None or "training_sources" not in recipe:
+    recipe = recipe_record(description)
+    if "training_sources" not in recipe:
         return provenance_volumes(description)
     return ([variant_id(*v) for v in variant_names(recipe["training_sources"])],
             [variant_id(*v) for v in variant_names(recipe["calibration_sources"])])

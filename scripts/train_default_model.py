@@ -59,6 +59,7 @@ from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
 from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, RECIPE_GRID, SOURCES, bank_root, load_variants,
                                                      recipe_spec)
 from AnomalySegLib.preprocessing.spec import MODEL_GRIDS
+from AnomalySegLib.recipe_record import record_update, trained_sources
 from AnomalySegLib.scoring.volume import AnomalyScorer
 from AnomalySegLib.training.budget import StageBudget
 from AnomalySegLib.training.config import load_config
@@ -168,8 +169,7 @@ def split_sources(calibration: list[str], test: list[str]) -> tuple[tuple[str, .
 def check_never_saw_held_out(bundle: ModelBundle, held_out: tuple[str, ...]) -> None:
     """Refuse to fine-tune from a model that trained on a ``held_out`` source or a test case (or whose
     recipe does not say what it trained on)."""
-    recipe = bundle.description.get("provenance", {}).get("default_model", {})
-    seen = recipe.get("training_sources", recipe.get("training_volumes"))
+    seen = trained_sources(bundle.description)
     if seen is None:
         raise SystemExit(f"{bundle.path}: records no training sources; cannot tell whether it saw the held-out ones")
     leaked = sorted(set(seen) & {*held_out, *NEVER_TRAIN_ON})
@@ -332,9 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
     }
     bundle.description["name"] = MODEL_NAME
-    bundle.description.setdefault("provenance", {})["default_model"] = {
-        **summary, "recipe": "scripts/train_default_model.py",
-    }
+    bundle.description.setdefault("provenance", {}).update(
+        record_update({**summary, "recipe": "scripts/train_default_model.py"}))
     # save_bundle keeps the hand-written MODEL_CARD.md of an existing bundle folder
     save_bundle(bundle, args.out, overwrite=args.overwrite, storage_dtype=torch.float16)
     (args.work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
