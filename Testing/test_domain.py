@@ -51,7 +51,7 @@ def run_check(check: DomainCheck, image: sitk.Image, name: str) -> DomainReport:
 
 @pytest.mark.slow  # real preprocessing
 @pytest.mark.parametrize("name", ["mrhead", "mrbraintumor1", "mrbraintumor2", "itk_kmeans_t1", "colin27_t1",
-                                  "sri24_t1_brain"])
+                                  "sri24_t1_brain", "papaya_sample_t1", "myconnectome_t1", "ds000240_t1"])
 def test_real_brain_scans_pass(check, real_data, name):
     report = run_check(check, read_volume(real_data(name)), name)
     assert set(report.measures) == set(MEASURES)
@@ -135,6 +135,15 @@ def test_t2_brain_refused_as_another_contrast_not_as_non_brain(check, real_data)
                                          r"registration -0\.\d+") as refusal:
         run_check(check, read_volume(real_data("icbm2009c_t2")), "t2.nii")
     assert "does not look like" not in str(refusal.value)
+
+
+@pytest.mark.slow  # real preprocessing
+def test_real_brain_whose_header_orientation_is_wrong_is_refused_with_a_hint(check, real_data):
+    """almi5 (npm cornerstone-nifti-image-loader) is a healthy head whose header says LIA while its voxels run
+    otherwise: registration cannot find the brain, and the refusal names the header as a possible cause."""
+    with pytest.raises(InputError, match="or its header's orientation does not match the image") as refusal:
+        run_check(check, read_volume(real_data("almi5_t1")), "almi5.nii.gz")
+    assert "\n" not in str(refusal.value)
 
 
 # --- the bundle section ---------------------------------------------------------------------------

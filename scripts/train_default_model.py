@@ -56,8 +56,8 @@ from AnomalySegLib.bundle import ModelBundle, load_bundle, save_bundle
 from AnomalySegLib.calibration import PORTABLE_PRECISION, apply_calibration, calibrate, describe
 from AnomalySegLib.device import describe as describe_device, choose_device
 from AnomalySegLib.preprocessing.case_folder import ModelSpaceCase
-from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, EVALUATION_ONLY, RECIPE_GRID, SOURCES, bank_root,
-                                                     load_variants, recipe_spec)
+from AnomalySegLib.augmentation.variant_bank import (DEFAULT_BANK, RECIPE_GRID, SOURCES, bank_root, load_variants,
+                                                     recipe_spec)
 from AnomalySegLib.preprocessing.spec import MODEL_GRIDS
 from AnomalySegLib.recipe_record import record_update, trained_sources
 from AnomalySegLib.scoring.volume import AnomalyScorer
@@ -79,9 +79,9 @@ DEFAULT_WORK = REPOSITORY_ROOT / ".cache" / "default_model"
 #: points that did not transfer, BENCHMARKS.md "generalization-diagnosis") ...
 CALIBRATION_SOURCES = ("itk_kmeans_t1", "ds000240_t1")
 #: ... these are kept out of every choice (reported as unseen by the benchmarks) ...
-TEST_SOURCES = ("someones_anatomy", "almi5_t1")
-#: ... and the networks train on all the others but EVALUATION_ONLY (``--calibration-sources`` /
-#: ``--test-sources`` make another split, e.g. a leave-one-source-out fold).
+TEST_SOURCES = ("someones_anatomy",)
+#: ... and the networks train on all the others (``--calibration-sources`` / ``--test-sources`` make
+#: another split, e.g. a leave-one-source-out fold).
 NEVER_TRAIN_ON = ("mrbraintumor1", "mrbraintumor2")
 #: Stage I sees these variant numbers of each training source (0: the scan as it is); Stage II sees all,
 #: so that the rest are acquisitions Stage I never reconstructed during training.
@@ -154,16 +154,14 @@ def bank_cases(root: Path, sources: tuple[str, ...], indices: range | None = Non
 
 
 def split_sources(calibration: list[str], test: list[str]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """``(training, calibration, test)`` sources: training is every bank source in neither held-out group and not
-    :data:`~AnomalySegLib.augmentation.variant_bank.EVALUATION_ONLY`.
+    """``(training, calibration, test)`` sources: training is every bank source in neither held-out group.
 
     Raises:
         SystemExit: the held-out groups overlap, or nothing is left to train on.
     """
     if set(calibration) & set(test):
         raise SystemExit(f"a source cannot both calibrate and test: {sorted(set(calibration) & set(test))}")
-    training = tuple(source for source in SOURCES
-                     if source not in calibration and source not in test and source not in EVALUATION_ONLY)
+    training = tuple(source for source in SOURCES if source not in calibration and source not in test)
     if not training:
         raise SystemExit("no bank source is left for training")
     return training, tuple(calibration), tuple(test)

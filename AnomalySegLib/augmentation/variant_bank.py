@@ -29,7 +29,8 @@ from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, PreprocessingSpec
 
 #: Healthy sources: bank name → (sample_data image, sample_data brain mask or None). The mask only
 #: weights the simulated contrast enhancement; preprocessing never sees it (as for a user's skull-on scan).
-#: (nibabel_anatomical is not a source: its 50 mm field of view is below what the reader accepts.)
+#: (nibabel_anatomical is not a source: its 50 mm field of view is below what the reader accepts; nor is almi5_t1,
+#: whose header orientation does not match its voxels, so that registration cannot find the brain.)
 SOURCES: dict[str, tuple[str, str | None]] = {
     "mrhead": ("mrhead", None),
     "itk_kmeans_t1": ("itk_kmeans_t1", "itk_kmeans_brain_labels"),
@@ -39,13 +40,10 @@ SOURCES: dict[str, tuple[str, str | None]] = {
     "papaya_sample_t1": ("papaya_sample_t1", None),
     "myconnectome_t1": ("myconnectome_t1", None),
     "ds000240_t1": ("ds000240_t1", None),
-    "almi5_t1": ("almi5_t1", None),
     "icbm2009c_t1": ("icbm2009c_t1", "icbm2009c_mask"),
     "sri24_t1_brain": ("sri24_t1_brain", None),
     "icbm2009a_t1_brain": ("icbm2009a_t1_brain", None),
 }
-#: Sources whose data state no licence of their own: measured on, never trained on (no weights derive from them).
-EVALUATION_ONLY = ("almi5_t1",)
 #: Population averages (smooth, perfectly aligned): a minority of the bank.
 TEMPLATES = ("icbm2009c_t1", "sri24_t1_brain", "icbm2009a_t1_brain")
 DEFAULT_BANK = Path.home() / ".cache" / "anomalyseg" / "variant_bank"

@@ -62,7 +62,7 @@ REFUSAL_VERDICT = {
     "in_plane_spacing_mm": "voxels too coarse for the model",
     "neighbour_correlation": "does not look like an image of anatomy (noise?)",
     "hounsfield_air_fraction": "looks like a CT in Hounsfield units, not an MRI",
-    "registration_similarity": "does not look like a brain MRI",
+    "registration_similarity": "does not look like a brain MRI, or its header's orientation does not match the image",
     "brain_volume_ml": "does not look like a human brain MRI",
     "fov_brain_fraction": "too little of the brain in the field of view",
     "head_tilt_deg": "head orientation implausible (upside down, or a wrong orientation in the header?)",
