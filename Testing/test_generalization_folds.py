@@ -1,20 +1,24 @@
-"""The generalization benchmark says what each held-out scan was to the model, and refuses a fold whose model
-trained on a scan the fold holds out (it would measure something easier than unseen data)."""
+"""The generalization benchmark says what each held-out scan was to the model, refuses a fold whose model
+trained on a scan the fold holds out (it would measure something easier than unseen data), and measures what
+a tumour answer rests on."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from generalization import held_out_roles, training_record, training_words  # noqa: E402
+from generalization import (AWAY_FROM_TUMOUR_MM, Case, held_out_roles, training_record,  # noqa: E402
+                            training_words, tumour_diagnosis_row)
 
 from AnomalySegLib.bundle import load_bundle  # noqa: E402
 from AnomalySegLib.pipeline import default_model_path  # noqa: E402
+from AnomalySegLib.scoring.volume import AnomalyScorer  # noqa: E402
 
 
 def test_held_out_roles_come_from_the_recipe_record_of_the_bundled_model():
@@ -40,3 +44,33 @@ def test_a_fold_states_how_long_its_model_trained():
     assert f"Stage II {recipe['stage2']['steps']} steps" in words
     assert ", ".join(recipe["training_sources"]) in words
     assert training_words({}) == ""
+
+
+def test_tumour_diagnosis_separates_the_answer_in_the_lesion_from_firings_away_from_it(healthy_cases):
+    """A real healthy brain with a brightened ball as the "tumour"; ŷ is set by hand to 0.9 in the ball and in a
+    cube far from it, so every number of the row is known; the x̂ := x column runs the bundled SegUnet."""
+    healthy = healthy_cases[0]
+    z, y, x = np.indices(healthy.image.shape)
+    centre = np.argwhere(healthy.mask).mean(axis=0).round().astype(int)
+    ball = ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 16) & healthy.mask
+    cube = np.zeros_like(ball)
+    corner = centre + np.array([0, 0, 14])  # 28 mm lateral of the ball's centre: 20 mm beyond its edge
+    cube[corner[0]:corner[0] + 3, corner[1]:corner[1] + 3, corner[2]:corner[2] + 3] = True
+    assert (cube & healthy.mask).sum() == 27 and not (cube & ball).any()
+    image = np.where(ball, np.minimum(healthy.image + 0.3, 1.0), healthy.image).astype(np.float32)
+    case = Case("ball", image, healthy.mask, ball, {})
+    probability = np.where(ball | cube, 0.9, 0.0).astype(np.float32)
+    scores = {"mask": healthy.mask, "probability": probability, "reconstruction": healthy.image}
+    scorer = AnomalyScorer.from_bundle(load_bundle(default_model_path()), device="cpu")
+
+    row = tumour_diagnosis_row(scorer, case, scores)
+
+    assert AWAY_FROM_TUMOUR_MM < 20
+    assert row["tumour_probability"] == pytest.approx(0.9)
+    assert row["tumour_fires_pct"] == 100
+    assert row["tumour_residual"] == pytest.approx(float((image - healthy.image)[ball].mean()), abs=1e-6)
+    assert row["away_fires_ml"] == pytest.approx(27 * 8e-3)
+    assert row["away_residual"] == pytest.approx(0.0, abs=1e-6)
+    assert row["away_intensity"] == pytest.approx(float(image[cube].mean()), abs=1e-6)
+    assert row["probability_best_dice"] == pytest.approx(2 * ball.sum() / (2 * ball.sum() + 27))
+    assert 0.0 <= row["no_residual_best_dice"] <= 1.0

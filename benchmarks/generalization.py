@@ -20,7 +20,8 @@ which took part in no choice). Each fold's model is measured on:
   brain, on the same labelled cases;
 - **diagnosis** (healthy scans): where the SegUnet fires (ŷ > 0.5) compared with the rest of the brain
   (intensity, residual x − x̂, rim distance, residual bias), and what changes with a tighter mask, a
-  stronger N4, or x̂ = x fed to the SegUnet.
+  stronger N4, or x̂ = x fed to the SegUnet; (tumours) ŷ and x − x̂ in the tumour, ŷ > 0.5 farther than
+  :data:`AWAY_FROM_TUMOUR_MM` from it, and ⌈Dice⌉ of ŷ with and without the residual (x̂ := x).
 
 Everything is on the model grid; "flagged" and "Dice@op" are the bundle's operating point (``val``
 threshold and clean-up, :func:`AnomalySegLib.scoring.operating_point.apply_operating_point`), as
@@ -83,6 +84,8 @@ LESION_ML = (0.5, 30.0)
 LESION_SEED = 13000
 RIM_BANDS_MM = (4.0, 10.0)
 FIRES = 0.5  # SegUnet probability at which it "fires"
+#: Firings farther than this from a tumour's label are false positives in the tumour diagnosis (mm).
+AWAY_FROM_TUMOUR_MM = 6.0
 STRONG_N4 = {"shrink_factor": 2, "iterations_per_level": (50, 50, 50, 50), "convergence_threshold": 1e-4}
 TIGHTER_MASK_MM = 4.0
 #: Below this intensity (model space, [0, 1]) a brain-mask voxel is taken as "not scanned" (outside the FOV).
@@ -410,6 +413,25 @@ def cheap_experiments(scorer: AnomalyScorer, case: Case, scores: dict) -> dict:
             "no_residual_overlap": dice(no_residual > FIRES, fires) if fires.any() else math.nan}
 
 
+def tumour_diagnosis_row(scorer: AnomalyScorer, case: Case, scores: dict) -> dict:
+    """What the SegUnet's answer on a labelled case rests on: ŷ inside the label, ŷ > 0.5 away from it
+    (farther than :data:`AWAY_FROM_TUMOUR_MM`, model-grid ml) and the residual x − x̂ in both, and ⌈Dice⌉ of
+    ŷ with the reconstruction and with x̂ := x (the residual taken away)."""
+    brain = scores["mask"].astype(bool)
+    truth = case.labels & brain
+    probability, residual = scores["probability"], case.image - scores["reconstruction"]
+    near = ndimage.distance_transform_edt(~truth, sampling=2.0) <= AWAY_FROM_TUMOUR_MM
+    away = (probability > FIRES) & brain & ~near
+    return {"case": case.name, "tumour_probability": float(probability[truth].mean()),
+            "tumour_fires_pct": 100.0 * float((probability[truth] > FIRES).mean()),
+            "tumour_residual": float(residual[truth].mean()),
+            "away_fires_ml": float(away.sum()) * 8e-3,
+            "away_residual": float(residual[away].mean()) if away.any() else math.nan,
+            "away_intensity": float(case.image[away].mean()) if away.any() else math.nan,
+            "probability_best_dice": best_dice(probability[brain], truth[brain])[0],
+            "no_residual_best_dice": best_dice(probability_without_residual(scorer, case)[brain], truth[brain])[0]}
+
+
 def tight_mask_experiment(scorer: AnomalyScorer, case: Case, scores: dict, work: Path, tag: str,
                           threshold: float, clean_up: CleanUp) -> dict:
     """The same scan with the brain mask eroded by :data:`TIGHTER_MASK_MM` and the image zeroed outside it."""
@@ -468,7 +490,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
                    "clean_up": asdict(clean_up),
                    "held_out": list(setup["held_out"]), "roles": held_out_roles(bundle, list(setup["held_out"])),
                    "training": training_record(bundle),
-                   "tumour": [], "healthy": [], "synthetic": [],
+                   "tumour": [], "tumour_diagnosis": [], "healthy": [], "synthetic": [],
                    "diagnosis": [], "experiments": [], "phases_done": [], "cached_only": CACHED_ONLY})
 
     def healthy_case(name: str, thickness: float | None = None) -> tuple[Case, dict, object]:
@@ -480,7 +502,10 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     def tumour(name: str, value: int, thickness: float | None) -> None:
         make = (lambda: native(name, value)) if thickness is None else reacquired(name, thickness, value)
         case = model_space(name if thickness is None else f"{name}@{thickness}mm", work, spec, make)
-        result["tumour"].append(labelled_row(case, scored(scorer, case, work, fold), threshold, clean_up))
+        scores = scored(scorer, case, work, fold)
+        result["tumour"].append(labelled_row(case, scores, threshold, clean_up))
+        if not args.skip_diagnosis:
+            result["tumour_diagnosis"].append(tumour_diagnosis_row(scorer, case, scores))
         LOG.info("%s", result["tumour"][-1])
 
     def phase(name: str) -> None:
@@ -645,6 +670,13 @@ def fold_section(fold: str, result: dict) -> str:
                           ("strongN4_flagged_ml", "flagged, strong N4", 1),
                           ("no_residual_fires_ml", "ŷ>0.5 ml, x̂ := x", 1),
                           ("no_residual_overlap", "Dice(ŷ>0.5, same with x̂ := x)", 2)]
+    tumour_diagnosis_columns = [("case", "case", 0), ("tumour_probability", "ŷ in the tumour (mean)", 2),
+                                ("tumour_fires_pct", "% of the tumour ŷ>0.5", 0),
+                                ("tumour_residual", "x−x̂ in the tumour", 3),
+                                ("away_fires_ml", f"ŷ>0.5 ml >{AWAY_FROM_TUMOUR_MM:g} mm away", 1),
+                                ("away_residual", "x−x̂ there", 3), ("away_intensity", "x there", 2),
+                                ("probability_best_dice", "⌈Dice⌉ of ŷ", 2),
+                                ("no_residual_best_dice", "⌈Dice⌉ of ŷ, x̂ := x", 2)]
     synthetic = result["synthetic"]
     mean = lambda key, rows: float(np.mean([r[key] for r in rows])) if rows else math.nan  # noqa: E731
     std = lambda key, rows: float(np.std([r[key] for r in rows])) if rows else math.nan  # noqa: E731
@@ -680,6 +712,10 @@ def fold_section(fold: str, result: dict) -> str:
                 "had not reached is a missing row, not a zero." if result.get("cached_only") else ""), "",
              "**Tumours** (MRBrainTumor1/2 as they are and re-acquired):", "",
              markdown(result["tumour"], labelled_columns), "",
+             *(["**What the tumour answer rests on** (ŷ = the SegUnet's probability, before the clean-up; x̂ := x = "
+                "the SegUnet given the image as its reconstruction, so no residual):", "",
+                markdown(result["tumour_diagnosis"], tumour_diagnosis_columns), ""]
+               if result.get("tumour_diagnosis") else []),
              "**Held-out healthy scans** (native and re-acquired at 6.5 mm; where the flagged voxels sit, % of them):", "",
              markdown(result["healthy"], healthy_columns), "",
              "**Synthetic 3D lesions in the held-out scans** (summary; per lesion below):", "",
