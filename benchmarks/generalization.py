@@ -84,6 +84,9 @@ LESION_ML = (0.5, 30.0)
 LESION_SEED = 13000
 RIM_BANDS_MM = (4.0, 10.0)
 FIRES = 0.5  # SegUnet probability at which it "fires"
+#: Edge of a model-grid voxel (mm) and its volume (ml): every measure here assumes it (checked per fold).
+VOXEL_MM = 2.0
+VOXEL_ML = VOXEL_MM ** 3 / 1000.0
 #: Firings farther than this from a tumour's label are false positives in the tumour diagnosis (mm).
 AWAY_FROM_TUMOUR_MM = 6.0
 STRONG_N4 = {"shrink_factor": 2, "iterations_per_level": (50, 50, 50, 50), "convergence_threshold": 1e-4}
@@ -303,10 +306,10 @@ def scored(scorer: AnomalyScorer, case: Case, work: Path, tag: str) -> dict[str,
 
 def flagged(score: np.ndarray, threshold: float, clean_up: CleanUp) -> tuple[float, int, np.ndarray]:
     """``(ml, findings, mask)`` of the operating point (``score > threshold``, then ``clean_up``) on the
-    2 mm model grid."""
-    mask = apply_operating_point(score, (2.0, 2.0, 2.0), threshold, clean_up)
+    model grid (:data:`VOXEL_MM`)."""
+    mask = apply_operating_point(score, (VOXEL_MM,) * 3, threshold, clean_up)
     _, findings = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    return float(mask.sum()) * 8.0 / 1000.0, int(findings), mask
+    return float(mask.sum()) * VOXEL_ML, int(findings), mask
 
 
 def baseline_scores(case: Case) -> dict[str, np.ndarray]:
@@ -319,7 +322,7 @@ def baseline_scores(case: Case) -> dict[str, np.ndarray]:
 def labelled_row(case: Case, scores: dict, threshold: float, clean_up: CleanUp) -> dict:
     brain, truth = case.mask, case.labels
     ml, findings, mask = flagged(scores["score"], threshold, clean_up)
-    row = {"case": case.name, "true_ml": float(truth.sum()) * 8e-3,
+    row = {"case": case.name, "true_ml": float(truth.sum()) * VOXEL_ML,
            "best_dice": best_dice(scores["score"][brain], truth[brain])[0],
            "auprc": auprc(scores["score"][brain], truth[brain]), "dice_op": dice(mask, truth),
            "flagged_ml": ml, "findings": findings}
@@ -332,7 +335,7 @@ def where(mask_flagged: np.ndarray, case: Case) -> dict[str, float]:
     """Share (%) of flagged voxels per tissue class, rim band, z-band and y-band of the brain."""
     total = max(int(mask_flagged.sum()), 1)
     classes = tissue_classes(case.image, case.mask)
-    depth = ndimage.distance_transform_edt(case.mask, sampling=2.0)
+    depth = ndimage.distance_transform_edt(case.mask, sampling=VOXEL_MM)
     z = np.nonzero(case.mask.any(axis=(1, 2)))[0]
     y = np.nonzero(case.mask.any(axis=(0, 2)))[0]
     zz = np.arange(case.mask.shape[0])[:, None, None]
@@ -376,12 +379,12 @@ def diagnosis_row(case: Case, scores: dict, template: np.ndarray) -> dict:
     fires = (scores["probability"] > FIRES) & brain
     rest = brain & ~fires
     x, residual = case.image, case.image - scores["reconstruction"]
-    depth = ndimage.distance_transform_edt(case.mask, sampling=2.0)
+    depth = ndimage.distance_transform_edt(case.mask, sampling=VOXEL_MM)
     wm = tissue_classes(case.image, case.mask) == 3
     smooth_wm = ndimage.gaussian_filter(np.where(wm, x, 0.0), 5.0) / np.maximum(
         ndimage.gaussian_filter(wm.astype(np.float32), 5.0), 1e-3)
     mean = lambda values, selection: float(values[selection].mean()) if selection.any() else math.nan  # noqa: E731
-    return {"case": case.name, "fires_ml": float(fires.sum()) * 8e-3,
+    return {"case": case.name, "fires_ml": float(fires.sum()) * VOXEL_ML,
             "intensity_ratio": mean(x, fires) / mean(x, rest),
             "residual_fires": mean(residual, fires), "residual_rest": mean(residual, rest),
             "abs_residual_fires": mean(np.abs(residual), fires), "abs_residual_rest": mean(np.abs(residual), rest),
@@ -408,8 +411,8 @@ def cheap_experiments(scorer: AnomalyScorer, case: Case, scores: dict) -> dict:
     brain = scores["mask"].astype(bool)
     fires = (scores["probability"] > FIRES) & brain
     no_residual = probability_without_residual(scorer, case)
-    return {"case": case.name, "fires_ml": float(fires.sum()) * 8e-3,
-            "no_residual_fires_ml": float(((no_residual > FIRES) & brain).sum()) * 8e-3,
+    return {"case": case.name, "fires_ml": float(fires.sum()) * VOXEL_ML,
+            "no_residual_fires_ml": float(((no_residual > FIRES) & brain).sum()) * VOXEL_ML,
             "no_residual_overlap": dice(no_residual > FIRES, fires) if fires.any() else math.nan}
 
 
@@ -420,12 +423,12 @@ def tumour_diagnosis_row(scorer: AnomalyScorer, case: Case, scores: dict) -> dic
     brain = scores["mask"].astype(bool)
     truth = case.labels & brain
     probability, residual = scores["probability"], case.image - scores["reconstruction"]
-    near = ndimage.distance_transform_edt(~truth, sampling=2.0) <= AWAY_FROM_TUMOUR_MM
+    near = ndimage.distance_transform_edt(~truth, sampling=VOXEL_MM) <= AWAY_FROM_TUMOUR_MM
     away = (probability > FIRES) & brain & ~near
     return {"case": case.name, "tumour_probability": float(probability[truth].mean()),
             "tumour_fires_pct": 100.0 * float((probability[truth] > FIRES).mean()),
             "tumour_residual": float(residual[truth].mean()),
-            "away_fires_ml": float(away.sum()) * 8e-3,
+            "away_fires_ml": float(away.sum()) * VOXEL_ML,
             "away_residual": float(residual[away].mean()) if away.any() else math.nan,
             "away_intensity": float(case.image[away].mean()) if away.any() else math.nan,
             "probability_best_dice": best_dice(probability[brain], truth[brain])[0],
@@ -437,12 +440,12 @@ def tight_mask_experiment(scorer: AnomalyScorer, case: Case, scores: dict, work:
     """The same scan with the brain mask eroded by :data:`TIGHTER_MASK_MM` and the image zeroed outside it."""
     brain = scores["mask"].astype(bool)
     fires = (scores["probability"] > FIRES) & brain
-    eroded = ndimage.binary_erosion(case.mask, iterations=int(TIGHTER_MASK_MM / 2.0))
+    eroded = ndimage.binary_erosion(case.mask, iterations=int(TIGHTER_MASK_MM / VOXEL_MM))
     tight = Case(f"{case.name}~tight", case.image * eroded, eroded, None, case.info)
     tight_scores = scored(scorer, tight, work, tag)
     return {"flagged_ml": flagged(scores["score"], threshold, clean_up)[0],
-            "tight_fires_ml": float(((tight_scores["probability"] > FIRES) & eroded).sum()) * 8e-3,
-            "fires_ml_inside_tight": float((fires & eroded).sum()) * 8e-3,
+            "tight_fires_ml": float(((tight_scores["probability"] > FIRES) & eroded).sum()) * VOXEL_ML,
+            "fires_ml_inside_tight": float((fires & eroded).sum()) * VOXEL_ML,
             "tight_flagged_ml": flagged(tight_scores["score"], threshold, clean_up)[0]}
 
 
@@ -453,7 +456,7 @@ def strong_n4_experiment(scorer: AnomalyScorer, name: str, spec: PreprocessingSp
     case = model_space(f"{name}~strongN4", work, strong_spec, lambda: native(name))
     scores = scored(scorer, case, work, tag)
     fires = (scores["probability"] > FIRES) & scores["mask"].astype(bool)
-    return {"strongN4_fires_ml": float(fires.sum()) * 8e-3,
+    return {"strongN4_fires_ml": float(fires.sum()) * VOXEL_ML,
             "strongN4_flagged_ml": flagged(scores["score"], threshold, clean_up)[0]}
 
 
@@ -479,6 +482,9 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     phase, so an interrupted run still reports what it measured (the phases reached are named)."""
     bundle = load_bundle(Path(setup["model"]))
     spec = PreprocessingSpec.from_dict(bundle.description.get("preprocessing", {}))
+    if tuple(spec.grid.spacing) != (VOXEL_MM,) * 3:
+        raise SystemExit(f"{setup['model']}: model grid spacing {spec.grid.spacing} mm; this benchmark measures "
+                         f"on {VOXEL_MM:g} mm voxels")
     threshold, preset = resolve_threshold(bundle, None)
     clean_up = CleanUp.from_scoring(bundle.description.get("scoring", {}))
     scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
