@@ -1,6 +1,6 @@
 """The generalization benchmark says what each held-out scan was to the model, refuses a fold whose model
 trained on a scan the fold holds out (it would measure something easier than unseen data), and measures what
-a tumour answer rests on."""
+a tumour answer rests on; its held-out tumour-like lesions are real 3D tumours in a real brain."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from generalization import (AWAY_FROM_TUMOUR_MM, Case, held_out_roles, training_record,  # noqa: E402
-                            training_words, tumour_diagnosis_row)
+from generalization import (AWAY_FROM_TUMOUR_MM, Case, held_out_roles, insert_tumour,  # noqa: E402
+                            training_record, training_words, tumour_diagnosis_row)
 
 from AnomalySegLib.bundle import load_bundle  # noqa: E402
 from AnomalySegLib.pipeline import default_model_path  # noqa: E402
@@ -74,3 +75,19 @@ def test_tumour_diagnosis_separates_the_answer_in_the_lesion_from_firings_away_f
     assert row["away_intensity"] == pytest.approx(float(image[cube].mean()), abs=1e-6)
     assert row["probability_best_dice"] == pytest.approx(2 * ball.sum() / (2 * ball.sum() + 27))
     assert 0.0 <= row["no_residual_best_dice"] <= 1.0
+
+
+def test_held_out_tumour_like_lesions_in_a_real_brain(healthy_cases):
+    healthy = healthy_cases[0]
+    host = Case("host", healthy.image, healthy.mask, None, {})
+    tumour = insert_tumour(host, 1, seed=5)
+    again = insert_tumour(host, 1, seed=5)
+    assert tumour.name == "host+tumour_wm_1" and np.array_equal(tumour.image, again.image)
+    assert tumour.labels.sum() >= 20 and not (tumour.labels & ~host.mask).any()
+    assert np.array_equal(tumour.image[~host.mask], np.zeros_like(tumour.image[~host.mask]))
+    change = tumour.image - host.image
+    assert change[tumour.labels].max() > 0.05 or change[tumour.labels].min() < -0.05  # it is visible
+    # Beyond the tumour and its oedema only the mass effect's displacement changes the image, and it fades.
+    far = ~ndimage.binary_dilation(tumour.labels, iterations=8) & host.mask
+    assert np.abs(change[far]).mean() < 0.01
+    assert insert_tumour(host, 0, seed=5).name == "host+tumour_gm_0"

@@ -1,4 +1,5 @@
-"""Synthetic anomalies: Perlin noise, the texture ops (against PIL), DRAEM, lesion-like blobs, mixtures, balls."""
+"""Synthetic anomalies: Perlin noise, the texture ops (against PIL), DRAEM, lesion-like blobs, tumour-like
+anomalies, mixtures, balls."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from AnomalySegLib.anomalies import (AnomalyMixture, DraemAnomalyGenerator, LesionAnomalyGenerator,
-                                     SphereAnomalyGenerator)
+                                     SphereAnomalyGenerator, TumourAnomalyGenerator, TumourAppearance, paint_tumour)
 from AnomalySegLib.anomalies import image_ops
 from AnomalySegLib.anomalies.perlin import perlin_noise_2d, random_perlin_noise_2d
 
@@ -215,6 +216,77 @@ def test_lesion_blobs_edge_cases():
         LesionAnomalyGenerator(bright_range=(0.9, 1.2))
     with pytest.raises(ValueError, match="radius_range"):
         LesionAnomalyGenerator(radius_range=(0.0, 3.0))
+
+
+def test_tumours_on_real_slices(real_slices):
+    images, brain = real_slices
+    images, brain = images.repeat(4, 1, 1, 1), brain.repeat(4, 1, 1, 1)  # 32 slices
+    generator = TumourAnomalyGenerator(radius_range=(5.0, 10.0))
+    result = generator(images, brain, torch.Generator().manual_seed(5))
+    again = generator(images, brain, torch.Generator().manual_seed(5))
+    assert torch.equal(result.images, again.images) and torch.equal(result.masks, again.masks)
+    assert result.images.shape == images.shape and result.images.min() >= 0 and result.images.max() <= 1
+    labelled = result.masks.bool()
+    assert not (labelled & ~brain).any()
+    assert torch.equal(result.images[~brain], images[~brain])  # nothing changes outside the brain
+    assert (labelled.flatten(1).sum(1) > 0).all()  # the tumour itself is always labelled
+    # an enhancing rim: in most slices some labelled pixels became brighter by 0.1 or more (not where the
+    # tumour sits in white matter already as bright as its rim), in others the core or oedema darkened
+    brightened = [float(change.max()) >= 0.1 for change in (result.images - images) * labelled]
+    assert np.mean(brightened) >= 0.75
+    darkened = [float(change.min()) <= -0.1 for change in (result.images - images) * labelled]
+    assert np.mean(darkened) >= 0.5
+
+
+def test_tumour_profile_rim_core_oedema_and_mass_effect():
+    size = 65
+    images = torch.linspace(0.3, 0.7, size).view(1, 1, 1, size).expand(1, 1, size, size).contiguous()
+    brain = torch.ones_like(images, dtype=torch.bool)
+    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                          indexing="ij")
+    distance = (torch.sqrt((y - 32) ** 2 + (x - 32) ** 2) / 10.0)[None, None]  # a disc of radius 10 px
+    centres, radius = torch.tensor([[32.0, 32.0]]), torch.tensor([10.0])
+    appearance = TumourAppearance()
+
+    def paint(**fixed):
+        draws = {"core_fraction": 0.5, "core": 0.0, "rim": 1.0, "rim_strength": 1.0, "oedema_width": 0.5,
+                 "oedema": 0.1, "oedema_strength": 0.5, "mass_effect": 0.0, **fixed}
+        draws = {key: torch.tensor([float(value)]) for key, value in draws.items()}
+        return paint_tumour(images, brain, distance, distance, centres, radius, draws, appearance)
+
+    result = paint()
+    image, truth = result.images[0, 0], result.masks[0, 0].bool()
+    assert image[32, 32] < 0.02  # the core moved to its dark level
+    assert image[32, 32 + 8] > 0.93  # the rim (d = 0.8, 2 px inside its smooth outer edge) is enhanced
+    oedema = image[32, 32 + 13]  # d = 1.3: the oedema has faded to 40 % of its strength
+    original = images[0, 0, 32, 32 + 13]
+    assert abs(float(oedema - (original + 0.5 * 0.4 * (0.1 - original)))) < 0.02
+    assert truth[32, 32 + 13] and not truth[32, 32 + 16]  # labelled while visibly changed, not beyond 1.5
+    assert torch.equal(image[:, :8], images[0, 0, :, :8])  # far away nothing changes
+    # Mass effect: tissue outside the tumour comes from nearer the centre (on this ramp: darker to the right).
+    pushed = paint(mass_effect=0.3, oedema_width=0.0)
+    outside = (distance[0, 0] > 1.6) & (distance[0, 0] < 2.0) & (x > 36)  # beyond the rim's smooth edge
+    assert (pushed.images[0, 0][outside] < images[0, 0][outside] - 1e-5).all()
+    assert not pushed.masks[0, 0].bool()[outside].any()  # displaced tissue is not labelled
+    # A solid tumour (no core) is enhanced at its centre.
+    assert paint(core_fraction=0.0).images[0, 0, 32, 32] > 0.98
+
+
+def test_tumour_generator_edge_cases():
+    images = torch.full((3, 1, 40, 40), 0.5)
+    brain = torch.zeros_like(images, dtype=torch.bool)
+    brain[1:, 0, 5:35, 5:35] = True  # sample 0 has no brain
+    result = TumourAnomalyGenerator(radius_range=(4.0, 6.0))(images, brain, torch.Generator().manual_seed(0))
+    assert result.masks[0].sum() == 0 and torch.equal(result.images[0], images[0])
+    assert result.masks[1:].flatten(1).sum(1).min() > 0
+    absent = TumourAnomalyGenerator(probability=0.0)(images, brain, torch.Generator().manual_seed(0))
+    assert absent.masks.sum() == 0 and torch.equal(absent.images, images)
+    with pytest.raises(ValueError, match="mass_effect_range"):
+        TumourAppearance(mass_effect_range=(0.0, 0.6))
+    with pytest.raises(ValueError, match="rim_range"):
+        TumourAppearance(rim_range=(0.9, 1.1))
+    with pytest.raises(ValueError, match="radius_range"):
+        TumourAnomalyGenerator(radius_range=(0.0, 3.0))
 
 
 def test_mixture_picks_one_generator_per_sample_by_weight(real_slices):

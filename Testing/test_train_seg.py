@@ -17,7 +17,8 @@ import SimpleITK as sitk
 import torch
 
 from AnomalySegLib import cli
-from AnomalySegLib.anomalies import AnomalyMixture, DraemAnomalyGenerator, LesionAnomalyGenerator
+from AnomalySegLib.anomalies import (AnomalyMixture, DraemAnomalyGenerator, LesionAnomalyGenerator,
+                                     TumourAnomalyGenerator, TumourAppearance)
 from AnomalySegLib.bundle import load_bundle, save_bundle
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.metrics import auprc, best_dice, dice
@@ -155,6 +156,22 @@ def test_lesions_section_mixes_blobs_into_the_synthetic_anomalies():
     for bad, problem in (({"fraction": 1.5}, "fraction"), ({"radius": 3, "fraction": 0.5}, "radius"),
                          ({"radius_range": [2, 5]}, "fraction")):
         config["lesions"] = bad
+        with pytest.raises(InputError, match=problem):
+            parse_seg_config(config)
+
+
+def test_tumours_section_adds_tumour_like_anomalies_to_the_mixture():
+    config = load_config("seg_tiny")
+    config["lesions"] = {"fraction": 0.3}
+    config["tumours"] = {"fraction": 0.2, "radius_range": [3, 6], "appearance": {"oedema_width_range": [0, 0]}}
+    mixture = parse_seg_config(config).anomalies
+    assert isinstance(mixture, AnomalyMixture) and mixture.weights == pytest.approx((0.5, 0.3, 0.2))
+    assert mixture.generators[2] == TumourAnomalyGenerator(
+        radius_range=(3, 6), appearance=TumourAppearance(oedema_width_range=(0, 0)))
+    del config["lesions"]
+    assert parse_seg_config(config).anomalies.weights == pytest.approx((0.8, 0.2))
+    for bad, problem in (({"fraction": 0.8}, "add up"), ({"fraction": 0.2, "appearance": {"rim": 1}}, "rim")):
+        config["lesions"], config["tumours"] = {"fraction": 0.3}, bad
         with pytest.raises(InputError, match=problem):
             parse_seg_config(config)
 

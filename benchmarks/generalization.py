@@ -15,7 +15,9 @@ which took part in no choice). Each fold's model is measured on:
   model's operating point, and where the flagged voxels sit (intensity tissue class, distance to the
   brain-mask rim, z-band and y-band of the brain);
 - **synthetic**: 3D lesions in each held-out scan (:func:`insert_lesion`): blobs and DRAEM textures, bright
-  and dark, centred in grey or white matter, 0.5–30 ml (log-uniform, seeded);
+  and dark, centred in grey or white matter, 0.5–30 ml (log-uniform, seeded); and tumour-like lesions
+  (:func:`insert_tumour`: enhancing rim, darker core, oedema, mass effect, the engine's
+  :func:`~AnomalySegLib.anomalies.tumour.paint_tumour` in 3D, seeded);
 - **baseline**: "bright = abnormal" (x − median), "dark = abnormal" (median − x) and |x − median| inside the
   brain, on the same labelled cases;
 - **diagnosis** (healthy scans): where the SegUnet fires (ŷ > 0.5) compared with the rest of the brain
@@ -52,7 +54,7 @@ from scipy import ndimage
 from skimage.filters import threshold_multiotsu
 
 from AnomalySegLib import sample_data
-from AnomalySegLib.anomalies import DraemAnomalyGenerator
+from AnomalySegLib.anomalies import DraemAnomalyGenerator, TumourAppearance, paint_tumour
 from AnomalySegLib.augmentation.acquisition import clinical_reacquisition, simulate_acquisition
 from AnomalySegLib.bundle import load_bundle
 from AnomalySegLib.device import precision_name
@@ -82,6 +84,7 @@ REACQUIRED_MM = (5.0, 6.5)
 HEALTHY_REACQUIRED_MM = 6.5
 LESION_ML = (0.5, 30.0)
 LESION_SEED = 13000
+TUMOUR_SEED = 17000
 RIM_BANDS_MM = (4.0, 10.0)
 FIRES = 0.5  # SegUnet probability at which it "fires"
 #: Edge of a model-grid voxel (mm) and its volume (ml): every measure here assumes it (checked per fold).
@@ -120,6 +123,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=REPOSITORY_ROOT / ".cache" / "generalization")
     parser.add_argument("--lesions-per-host", type=int, default=4,
                         help="synthetic lesion volumes per held-out scan (cycles blob/DRAEM × bright/dark × GM/WM)")
+    parser.add_argument("--tumours-per-host", type=int, default=2,
+                        help="tumour-like lesion volumes per held-out scan (cycles GM/WM centre)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-diagnosis", action="store_true")
     parser.add_argument("--cached-only", action="store_true",
@@ -242,22 +247,17 @@ def lesion_name(host: str, index: int) -> str:
     return f"{host}+{kind}_{'bright' if bright else 'dark'}_{'gm' if tissue == 2 else 'wm'}_{index}"
 
 
-def insert_lesion(case: Case, index: int, seed: int) -> Case:
-    """A 3D lesion in ``case`` (volume log-uniform in :data:`LESION_ML`), its kind cycling with ``index``:
-    (blob|DRAEM) × (bright|dark) × (grey|white matter centre).
+def lesion_geometry(case: Case, tissue: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Where a synthetic 3D lesion goes: volume log-uniform in :data:`LESION_ML`, an ellipsoid of that volume
+    (axis ratios U[0.7, 1.3]) around a voxel of tissue class ``tissue`` at least 3 voxels deep in the brain,
+    its boundary perturbed by smoothed noise.
 
-    Shape: an ellipsoid of the drawn volume (axis ratios U[0.7, 1.3]) around a voxel of the wanted tissue
-    class, its boundary perturbed by smoothed noise, clipped to the brain. Blob: ``I + s·S·(v − I)`` with
-    ``v`` ~ U[0.85, 1] (bright) or U[0, 0.15] (dark), ``s`` ~ U[0.6, 0.9], ``S`` the shape softened by a
-    1-voxel Gaussian. DRAEM: the engine's :class:`DraemAnomalyGenerator` texture slice by slice inside the
-    shape (opacity 0.7–1); the size of its change ``|T_blend − I|`` is added (bright) or subtracted (dark),
-    since the Perlin texture (mean ~0.5) would otherwise nearly always darken the brain. Truth: shape voxels
-    whose intensity changed by ≥ 0.05.
+    Returns:
+        ``(irregular distance, smooth distance, centre voxel [3], radius in voxels)``: the distances are
+        ``[Z, Y, X]`` and normalised (1 on the boundary, the irregular one on the perturbed boundary).
     """
-    rng = np.random.default_rng(seed)
-    kind, bright, tissue = lesion_kind(index)
     volume_ml = float(np.exp(rng.uniform(*np.log(LESION_ML))))
-    voxels = volume_ml * 1000.0 / 8.0  # 2 mm voxels
+    voxels = volume_ml * 1000.0 / VOXEL_MM ** 3
     classes = tissue_classes(case.image, case.mask)
     depth = ndimage.distance_transform_edt(case.mask)
     candidates = np.argwhere((classes == tissue) & (depth >= 3))
@@ -269,7 +269,24 @@ def insert_lesion(case: Case, index: int, seed: int) -> Case:
     distance = np.sqrt(sum(((grid[i] - centre[i]) / axes[i]) ** 2 for i in range(3)))
     bumps = ndimage.gaussian_filter(rng.normal(size=case.image.shape), max(1.0, radius / 2))
     bumps *= 0.25 / max(bumps.std(), 1e-6)
-    shape = (distance + bumps < 1.0) & case.mask
+    return distance + bumps, distance, centre, float(radius)
+
+
+def insert_lesion(case: Case, index: int, seed: int) -> Case:
+    """A 3D lesion in ``case`` (:func:`lesion_geometry`), its kind cycling with ``index``:
+    (blob|DRAEM) × (bright|dark) × (grey|white matter centre).
+
+    Blob: ``I + s·S·(v − I)`` with
+    ``v`` ~ U[0.85, 1] (bright) or U[0, 0.15] (dark), ``s`` ~ U[0.6, 0.9], ``S`` the shape softened by a
+    1-voxel Gaussian. DRAEM: the engine's :class:`DraemAnomalyGenerator` texture slice by slice inside the
+    shape (opacity 0.7–1); the size of its change ``|T_blend − I|`` is added (bright) or subtracted (dark),
+    since the Perlin texture (mean ~0.5) would otherwise nearly always darken the brain. Truth: shape voxels
+    whose intensity changed by ≥ 0.05.
+    """
+    rng = np.random.default_rng(seed)
+    kind, bright, tissue = lesion_kind(index)
+    irregular, _, _, _ = lesion_geometry(case, tissue, rng)
+    shape = (irregular < 1.0) & case.mask
     image = case.image.copy()
     if kind == "blob":
         target = rng.uniform(0.85, 1.0) if bright else rng.uniform(0.0, 0.15)
@@ -284,6 +301,26 @@ def insert_lesion(case: Case, index: int, seed: int) -> Case:
     changed = np.abs(image - case.image) >= 0.05
     truth = shape & changed
     return Case(lesion_name(case.name, index), np.clip(image, 0.0, 1.0) * case.mask, case.mask, truth, case.info)
+
+
+def tumour_name(host: str, index: int) -> str:
+    return f"{host}+tumour_{'gm' if index % 2 == 0 else 'wm'}_{index}"
+
+
+def insert_tumour(case: Case, index: int, seed: int) -> Case:
+    """A 3D tumour-like lesion in ``case``: :func:`lesion_geometry` (centre in grey matter for even
+    ``index``, white matter for odd) painted by the engine's :func:`paint_tumour` with a
+    :class:`TumourAppearance` draw (enhancing rim, darker core, oedema, mass effect). Truth: the tumour and
+    its visible oedema."""
+    rng = np.random.default_rng(seed)
+    irregular, smooth, centre, radius = lesion_geometry(case, 2 if index % 2 == 0 else 3, rng)
+    volume = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]  # noqa: E731
+    appearance = TumourAppearance()
+    drawn = paint_tumour(volume(case.image), volume(case.mask) > 0, volume(irregular), volume(smooth),
+                         torch.tensor(centre, dtype=torch.float32)[None], torch.tensor([radius]),
+                         appearance.draw(1, torch.Generator().manual_seed(seed), torch.device("cpu")), appearance)
+    image, truth = drawn.images[0, 0].numpy(), drawn.masks[0, 0].numpy() > 0
+    return Case(tumour_name(case.name, index), image * case.mask, case.mask, truth, case.info)
 
 
 # ---------------------------------------------------------------- scoring and measures
@@ -562,6 +599,17 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
             result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, clean_up))
             LOG.info("%s", result["synthetic"][-1])
             partial("synthetic lesions")
+        for index in range(args.tumours_per_host):
+            if CACHED_ONLY and not (work / "scores" / fold / f"{tumour_name(name, index)}.npz").is_file():
+                continue
+            lesion = insert_tumour(host, index, TUMOUR_SEED + 101 * host_index + index)
+            try:
+                lesion_scores = scored(scorer, lesion, work, fold)
+            except NotCached:
+                continue
+            result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, clean_up))
+            LOG.info("%s", result["synthetic"][-1])
+            partial("synthetic lesions")
     phase("synthetic lesions")
     # 4. re-acquired: tumours at 5 and 6.5 mm, healthy scans at 6.5 mm
     for name, value in TUMOURS.items():
@@ -690,7 +738,8 @@ def fold_section(fold: str, result: dict) -> str:
     for label, selector in (("all", lambda r: True), ("bright", lambda r: "_bright_" in r["case"]),
                             ("dark", lambda r: "_dark_" in r["case"]), ("grey matter", lambda r: r["case"].count("_gm_")),
                             ("white matter", lambda r: "_wm_" in r["case"]), ("blob", lambda r: "+blob" in r["case"]),
-                            ("DRAEM", lambda r: "+draem" in r["case"])):
+                            ("DRAEM", lambda r: "+draem" in r["case"]),
+                            ("tumour-like", lambda r: "+tumour" in r["case"])):
         rows = [r for r in synthetic if selector(r)]
         groups.append({"case": f"{label} (n={len(rows)})",
                        "best_dice": f"{mean('best_dice', rows):.2f} ± {std('best_dice', rows):.2f}" if rows else "–",

@@ -11,5 +11,6 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "mixture": ("AnomalyGenerator", "AnomalyMixture"),
     "draem": ("DraemAnomalyGenerator", "SyntheticAnomalies"),
     "lesion": ("LesionAnomalyGenerator",),
+    "tumour": ("TumourAnomalyGenerator", "TumourAppearance", "paint_tumour"),
     "sphere": ("SphereAnomalyGenerator",),
 })

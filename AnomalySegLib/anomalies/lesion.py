@@ -117,20 +117,52 @@ class LesionAnomalyGenerator:
 
     def _shapes(self, brain: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """``[B, 1, H, W]`` bool irregular ellipses centred on random brain pixels."""
-        batch, _, height, width = brain.shape
-        device = brain.device
-        centres, _ = random_voxels_in_masks(brain, generator)  # [B, 2]: (y, x)
-        radius = uniform((batch,), *self.radius_range, generator, device)
-        aspect = uniform((batch,), *self.aspect_range, generator, device)
-        angle = uniform((batch,), 0.0, math.pi, generator, device)
-        resolutions = torch.full((batch, 2), IRREGULARITY_CELLS, dtype=torch.int64)
-        wobble = perlin_noise_2d((height, width), resolutions, generator, device)  # [B, H, W]
+        return irregular_ellipses(brain, self.radius_range, self.aspect_range, self.irregularity, generator).distance <= 1.0
 
-        y = torch.arange(height, device=device, dtype=torch.float32).view(1, -1, 1) - centres[:, 0].view(-1, 1, 1)
-        x = torch.arange(width, device=device, dtype=torch.float32).view(1, 1, -1) - centres[:, 1].view(-1, 1, 1)
-        cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
-        along, across = cos * x + sin * y, -sin * x + cos * y
-        semi_major = radius.view(-1, 1, 1) / aspect.sqrt().view(-1, 1, 1)
-        semi_minor = radius.view(-1, 1, 1) * aspect.sqrt().view(-1, 1, 1)
-        distance = torch.sqrt((along / semi_major) ** 2 + (across / semi_minor) ** 2)
-        return (distance <= 1.0 + self.irregularity * wobble)[:, None]
+
+@dataclass(frozen=True)
+class EllipseField:
+    """Irregular ellipses on 2D slices, one per sample.
+
+    Attributes:
+        distance: ``[B, 1, H, W]`` normalised distance from the centre: 0 there, 1 on the irregular boundary.
+        smooth_distance: ``[B, 1, H, W]`` the same without the boundary's irregularity.
+        centres: ``[B, 2]`` (y, x) pixel indices of the centres.
+        radius: ``[B]`` mean radius, pixels.
+    """
+
+    distance: torch.Tensor
+    smooth_distance: torch.Tensor
+    centres: torch.Tensor
+    radius: torch.Tensor
+
+
+def irregular_ellipses(
+    brain: torch.Tensor,
+    radius_range: tuple[float, float],
+    aspect_range: tuple[float, float],
+    irregularity: float,
+    generator: torch.Generator | None,
+) -> EllipseField:
+    """Ellipses (mean radius ~ U[radius_range] pixels, axis ratio ~ U[aspect_range], any orientation)
+    centred on random pixels of ``brain`` ``[B, 1, H, W]``, their boundary pushed in and out by
+    low-frequency Perlin noise of relative amplitude ``irregularity``."""
+    batch, _, height, width = brain.shape
+    device = brain.device
+    centres, _ = random_voxels_in_masks(brain, generator)  # [B, 2]: (y, x)
+    radius = uniform((batch,), *radius_range, generator, device)
+    aspect = uniform((batch,), *aspect_range, generator, device)
+    angle = uniform((batch,), 0.0, math.pi, generator, device)
+    resolutions = torch.full((batch, 2), IRREGULARITY_CELLS, dtype=torch.int64)
+    wobble = perlin_noise_2d((height, width), resolutions, generator, device)  # [B, H, W]
+
+    y = torch.arange(height, device=device, dtype=torch.float32).view(1, -1, 1) - centres[:, 0].view(-1, 1, 1)
+    x = torch.arange(width, device=device, dtype=torch.float32).view(1, 1, -1) - centres[:, 1].view(-1, 1, 1)
+    cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    along, across = cos * x + sin * y, -sin * x + cos * y
+    semi_major = radius.view(-1, 1, 1) / aspect.sqrt().view(-1, 1, 1)
+    semi_minor = radius.view(-1, 1, 1) * aspect.sqrt().view(-1, 1, 1)
+    smooth = torch.sqrt((along / semi_major) ** 2 + (across / semi_minor) ** 2)
+    # distance <= 1 exactly where smooth <= 1 + irregularity·wobble (the boundary moved by the noise)
+    irregular = smooth / (1.0 + irregularity * wobble).clamp(min=0.05)
+    return EllipseField(irregular[:, None], smooth[:, None], centres, radius)

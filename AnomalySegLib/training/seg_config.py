@@ -4,6 +4,8 @@
 
     {"model": <SegUnetSpec>, "anomalies": <DraemAnomalyGenerator settings>,
      "lesions": {"fraction": <share of synthetic slices>, <LesionAnomalyGenerator settings>} (optional),
+     "tumours": {"fraction": <share of synthetic slices>, <TumourAnomalyGenerator settings>,
+                 "appearance": <TumourAppearance settings>} (optional),
      "scoring": <ScoringSpec>,
      "training": {"batch_size", "learning_rate", "optimizer": "adam"|"adamw", "weight_decay", "max_steps",
                   "ema_decay", "grad_clip", "precision", "checkpoint_every", "validate_every", "log_every",
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from AnomalySegLib.anomalies import (AnomalyGenerator, AnomalyMixture, DraemAnomalyGenerator,
-                                     LesionAnomalyGenerator)
+                                     LesionAnomalyGenerator, TumourAnomalyGenerator, TumourAppearance)
 from AnomalySegLib.errors import InputError
 from AnomalySegLib.networks.seg_unet import SegUnetSpec
 from AnomalySegLib.scoring.anomaly_score import ScoringSpec
@@ -78,24 +80,44 @@ def _tuples(settings: dict) -> dict:
     return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
 
 
+def _fraction(section: str, settings: dict) -> float:
+    """Pop and check a section's ``"fraction"`` (share of the synthetic slices)."""
+    fraction = float(settings.pop("fraction"))
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"{section}.fraction must be in [0, 1], got {fraction}")
+    return fraction
+
+
 def anomaly_generator(config: dict) -> AnomalyGenerator:
-    """DRAEM anomalies (``"anomalies"``), mixed with lesion-like blobs when ``"lesions"`` is given.
+    """DRAEM anomalies (``"anomalies"``), mixed with lesion-like blobs (``"lesions"``) and tumour-like
+    anomalies (``"tumours"``) when given.
 
     ``"lesions": {"fraction": f, ...}`` gives a share ``f`` of the synthetic slices a
-    :class:`LesionAnomalyGenerator` blob instead of a DRAEM texture (the other keys are its settings).
+    :class:`LesionAnomalyGenerator` blob instead of a DRAEM texture, ``"tumours"`` likewise a
+    :class:`TumourAnomalyGenerator` tumour (its ``"appearance"`` holds :class:`TumourAppearance`
+    settings); DRAEM keeps the rest.
     """
     draem = DraemAnomalyGenerator(**_tuples(config.get("anomalies", {})))
-    if "lesions" not in config:
+    if "lesions" not in config and "tumours" not in config:
         return draem
-    lesions = _tuples(config["lesions"])
-    fraction = float(lesions.pop("fraction"))
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"lesions.fraction must be in [0, 1], got {fraction}")
-    return AnomalyMixture((draem, LesionAnomalyGenerator(**lesions)), (1.0 - fraction, fraction))
+    generators, weights = [draem], [1.0]
+    if "lesions" in config:
+        lesions = _tuples(config["lesions"])
+        weights.append(_fraction("lesions", lesions))
+        generators.append(LesionAnomalyGenerator(**lesions))
+    if "tumours" in config:
+        tumours = _tuples(config["tumours"])
+        weights.append(_fraction("tumours", tumours))
+        appearance = TumourAppearance(**_tuples(tumours.pop("appearance", {})))
+        generators.append(TumourAnomalyGenerator(**tumours, appearance=appearance))
+    weights[0] = 1.0 - sum(weights[1:])
+    if weights[0] < 0:
+        raise ValueError(f"the fractions of lesions and tumours add up to {sum(weights[1:])}, more than 1")
+    return AnomalyMixture(tuple(generators), tuple(weights))
 
 
 #: Top-level keys of a Stage II configuration (``name`` and ``description`` are for people).
-CONFIG_KEYS = ("name", "description", "model", "training", "anomalies", "lesions", "scoring")
+CONFIG_KEYS = ("name", "description", "model", "training", "anomalies", "lesions", "tumours", "scoring")
 
 
 def parse_seg_config(config: dict) -> SegStageSpec:
