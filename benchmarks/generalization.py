@@ -585,31 +585,22 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
             host, _, _ = healthy_case(name)
         except NotCached:
             continue
-        for index in range(args.lesions_per_host):
-            if CACHED_ONLY and not (work / "scores" / fold / f"{lesion_name(name, index)}.npz").is_file():
-                continue
-            lesion = insert_lesion(host, index, LESION_SEED + 101 * host_index + index)
-            if lesion.labels.sum() < 20:
-                LOG.warning("%s: lesion too small after clipping, skipped", lesion.name)
-                continue
-            try:
-                lesion_scores = scored(scorer, lesion, work, fold)
-            except NotCached:
-                continue
-            result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, clean_up))
-            LOG.info("%s", result["synthetic"][-1])
-            partial("synthetic lesions")
-        for index in range(args.tumours_per_host):
-            if CACHED_ONLY and not (work / "scores" / fold / f"{tumour_name(name, index)}.npz").is_file():
-                continue
-            lesion = insert_tumour(host, index, TUMOUR_SEED + 101 * host_index + index)
-            try:
-                lesion_scores = scored(scorer, lesion, work, fold)
-            except NotCached:
-                continue
-            result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, clean_up))
-            LOG.info("%s", result["synthetic"][-1])
-            partial("synthetic lesions")
+        for count, name_of, insert, seed in ((args.lesions_per_host, lesion_name, insert_lesion, LESION_SEED),
+                                             (args.tumours_per_host, tumour_name, insert_tumour, TUMOUR_SEED)):
+            for index in range(count):
+                if CACHED_ONLY and not (work / "scores" / fold / f"{name_of(name, index)}.npz").is_file():
+                    continue
+                lesion = insert(host, index, seed + 101 * host_index + index)
+                if lesion.labels.sum() < 20:
+                    LOG.warning("%s: lesion too small after clipping, skipped", lesion.name)
+                    continue
+                try:
+                    lesion_scores = scored(scorer, lesion, work, fold)
+                except NotCached:
+                    continue
+                result["synthetic"].append(labelled_row(lesion, lesion_scores, threshold, clean_up))
+                LOG.info("%s", result["synthetic"][-1])
+                partial("synthetic lesions")
     phase("synthetic lesions")
     # 4. re-acquired: tumours at 5 and 6.5 mm, healthy scans at 6.5 mm
     for name, value in TUMOURS.items():
