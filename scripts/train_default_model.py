@@ -16,7 +16,10 @@ Recipe (every step uses the engine's own functions; nothing here is specific to 
    with the paper's augmentation made stronger;
 4. Stage II: the ``seg_cpu`` SegUnet on every variant of the training sources, so that part of its
    residuals come from acquisitions Stage I never saw (as at test time); synthetic anomalies are DRAEM
-   textures and, for a share :data:`LESION_FRACTION`, lesion-like blobs; the brain-mask edge of a share
+   textures, lesion-like blobs (a share :data:`LESION_FRACTION`) and tumour-like anomalies (enhancing
+   rim, darker core, oedema, mass effect; a share :data:`TUMOUR_FRACTION`); the weights kept are those of
+   the validation with the lowest BCE on the held-out calibration scan with the same kinds of anomalies
+   (every :data:`STAGE2_VALIDATE_EVERY` steps); the brain-mask edge of a share
    :data:`MASK_EROSION_P` of the slices is moved inward (the cut edge is no cue);
 5. calibration on the calibration source's variants with the same seeded synthetic anomalies: β (among
    :data:`BETA_CANDIDATES`) and the "val" threshold; the false-positive-rate presets on its variants;
@@ -106,7 +109,12 @@ STRONG_AUGMENTATION = {
 }
 #: Share of Stage II's synthetic slices given a lesion-like blob instead of a DRAEM texture. DRAEM
 #: alone taught the first default model foreign textures only: it did not fire on solid tumours.
-LESION_FRACTION = 0.5
+LESION_FRACTION = 0.3
+#: Share given a tumour-like anomaly (:mod:`AnomalySegLib.anomalies.tumour`). Blobs and textures alone
+#: taught the SegUnet to answer real enhancing tumours less the longer it trained (BENCHMARKS.md).
+TUMOUR_FRACTION = 0.3
+#: Stage II validates this often and keeps the weights of its best validation (lowest BCE).
+STAGE2_VALIDATE_EVERY = 250
 #: β (weight of the SSIM term in the anomaly score) is chosen among these on the held-out validation
 #: volume: the paper's plain sum (0.5) assumes a sharp Stage I, which a CPU-trained one is not.
 BETA_CANDIDATES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -276,10 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     seg_config = load_config("seg_cpu")
     seg_config["name"] = "seg_cpu (default model)"
     seg_config["lesions"] = {"fraction": LESION_FRACTION}
+    seg_config["tumours"] = {"fraction": TUMOUR_FRACTION}
     seg_config["training"].update(precision=args.precision, batch_size=args.batch_size, validation_cases=1,
                                   validation_max_slices=32, augmentation=STRONG_AUGMENTATION,
-                                  mask_erosion_p=MASK_EROSION_P,
-                                  checkpoint_every=100, validate_every=10**9, log_every=10)
+                                  mask_erosion_p=MASK_EROSION_P, checkpoint_every=100,
+                                  validate_every=STAGE2_VALIDATE_EVERY, select_best="bce", log_every=10)
 
     # Loaded only now: the bank may still have been growing while Stage I trained.
     stage2_cases = bank_cases(root, training_sources)
