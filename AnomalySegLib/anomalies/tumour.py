@@ -209,6 +209,5 @@ class TumourAnomalyGenerator:
         field = irregular_ellipses(brain, self.radius_range, self.aspect_range, self.irregularity, generator)
         draws = self.appearance.draw(batch, generator, device)
         present = uniform((batch,), 0.0, 1.0, generator, device) < self.probability
-        drawn = paint_tumour(images, brain & _per_sample(present, brain), field.distance, field.smooth_distance,
-                             field.centres, field.radius, draws, self.appearance)
-        return drawn
+        return paint_tumour(images, brain & _per_sample(present, brain), field.distance, field.smooth_distance,
+                            field.centres, field.radius, draws, self.appearance)
