@@ -14,8 +14,8 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from generalization import (AWAY_FROM_TUMOUR_MM, Case, held_out_roles, insert_tumour,  # noqa: E402
-                            training_record, training_words, tumour_diagnosis_row)
+from generalization import (AWAY_FROM_TUMOUR_MM, Case, check_cache_model, held_out_roles,  # noqa: E402
+                            insert_tumour, scored, training_record, training_words, tumour_diagnosis_row)
 
 from AnomalySegLib.bundle import load_bundle  # noqa: E402
 from AnomalySegLib.pipeline import default_model_path  # noqa: E402
@@ -91,3 +91,35 @@ def test_held_out_tumour_like_lesions_in_a_real_brain(healthy_cases):
     far = ~ndimage.binary_dilation(tumour.labels, iterations=8) & host.mask
     assert np.abs(change[far]).mean() < 0.01
     assert insert_tumour(host, 0, seed=5).name == "host+tumour_gm_0"
+
+
+class CountingScorer:
+    """The real bundled scorer, counting its calls (to see whether ``scored`` used its cache)."""
+
+    def __init__(self, scorer: AnomalyScorer) -> None:
+        self.scorer, self.calls = scorer, 0
+
+    def score(self, *args, **kwargs):
+        self.calls += 1
+        return self.scorer.score(*args, **kwargs)
+
+
+def test_cached_scores_are_reused_only_for_the_same_input_and_model(healthy_cases, tmp_path):
+    healthy = healthy_cases[0]
+    scorer = CountingScorer(AnomalyScorer.from_bundle(load_bundle(default_model_path()), device="cpu"))
+    case = Case("scan", healthy.image, healthy.mask, None, {})
+    first = scored(scorer, case, tmp_path, "fold")
+    again = scored(scorer, case, tmp_path, "fold")
+    assert scorer.calls == 1 and all(np.array_equal(first[key], again[key]) for key in first)
+    assert set(first) == {"reconstruction", "score", "mask", "probability"}
+    # Same name, other input (a generator changed): scored again, not read from the cache.
+    changed = Case("scan", np.clip(healthy.image * 1.1, 0, 1).astype(np.float32), healthy.mask, None, {})
+    scored(scorer, changed, tmp_path, "fold")
+    assert scorer.calls == 2
+    scored(scorer, changed, tmp_path, "fold")
+    assert scorer.calls == 2
+    # A fold folder remembers its model and refuses another one.
+    check_cache_model(tmp_path / "fold", {"recon": "a", "seg": "b"})
+    check_cache_model(tmp_path / "fold", {"recon": "a", "seg": "b"})
+    with pytest.raises(SystemExit, match="another model"):
+        check_cache_model(tmp_path / "fold", {"recon": "a", "seg": "c"})

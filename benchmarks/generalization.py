@@ -28,7 +28,8 @@ which took part in no choice). Each fold's model is measured on:
 Everything is on the model grid; "flagged" and "Dice@op" are the bundle's operating point (``val``
 threshold and clean-up, :func:`AnomalySegLib.scoring.operating_point.apply_operating_point`), as
 ``segment`` applies it. Preprocessed cases and scores are cached in
-``--work`` (a rerun resumes). Writes the ``<!-- generalization -->`` section of BENCHMARKS.md.
+``--work`` (a rerun resumes; a score is reused only for the same input, :func:`input_digest`, and a fold's
+folder only for the same model, :func:`check_cache_model`). Writes the ``<!-- generalization -->`` section of BENCHMARKS.md.
 
 Usage::
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import logging
 import math
@@ -325,20 +327,51 @@ def insert_tumour(case: Case, index: int, seed: int) -> Case:
 
 # ---------------------------------------------------------------- scoring and measures
 
+def input_digest(case: Case) -> str:
+    """A short SHA-256 of what the model scores (image and mask): cached scores of other input are stale."""
+    digest = hashlib.sha256(np.ascontiguousarray(case.image, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(case.mask, dtype=bool).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def scored(scorer: AnomalyScorer, case: Case, work: Path, tag: str) -> dict[str, np.ndarray]:
-    """Scores of ``case`` (cached per fold ``tag``): reconstruction, probability, anomaly score, mask."""
+    """Scores of ``case`` (cached per fold ``tag``): reconstruction, probability, anomaly score, mask.
+
+    The cache stores :func:`input_digest`; a stored score of other input (a generator changed, a case made
+    differently under the same name, or a file from before the digest) is recomputed, never reported.
+    """
     stored = work / "scores" / tag / f"{case.name}.npz"
-    if not stored.is_file() and CACHED_ONLY:
+    digest = input_digest(case)
+    if stored.is_file():
+        with np.load(stored, allow_pickle=False) as data:
+            if "input_digest" in data.files and str(data["input_digest"]) == digest:
+                return {key: data[key] for key in data.files if key != "input_digest"}
+        LOG.warning("%s: cached scores are of other input; scoring again", stored)
+    if CACHED_ONLY:
         raise NotCached(case.name)
-    if not stored.is_file():
-        result = scorer.score(case.image, case.mask, seed=0)
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        partial = stored.with_name(f".{stored.stem}.partial.npz")
-        np.savez_compressed(partial, reconstruction=result.reconstruction, score=result.anomaly_score,
-                            mask=result.mask, probability=result.segmentation_probability)
-        partial.replace(stored)
-    with np.load(stored, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    result = scorer.score(case.image, case.mask, seed=0)
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    partial = stored.with_name(f".{stored.stem}.partial.npz")
+    scores = {"reconstruction": result.reconstruction, "score": result.anomaly_score, "mask": result.mask,
+              "probability": result.segmentation_probability}
+    np.savez_compressed(partial, input_digest=np.array(digest), **scores)
+    partial.replace(stored)
+    return scores
+
+
+def check_cache_model(work: Path, identity: dict[str, str]) -> None:
+    """Refuse a ``--work`` folder whose fold cache holds another model's scores (``identity``: component →
+    weights SHA-256, recorded in ``work/model.json`` on first use)."""
+    record = work / "model.json"
+    if record.is_file():
+        cached = json.loads(record.read_text(encoding="utf-8"))
+        if cached != identity:
+            raise SystemExit(f"{work} holds the scores of another model ({cached}); give this model another --work")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(".model.partial.json")
+    partial.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+    partial.replace(record)
 
 
 def flagged(score: np.ndarray, threshold: float, clean_up: CleanUp) -> tuple[float, int, np.ndarray]:
@@ -527,6 +560,7 @@ def run_fold(fold: str, setup: dict, args: argparse.Namespace, result: dict, pub
     scorer = AnomalyScorer.from_bundle(bundle, device="cpu")
     template = template_on_grid(spec)
     work = args.work / fold
+    check_cache_model(work, {part: bundle.component(part).sha256 for part in sorted(bundle.components)})
     LOG.info("fold %s: model %s, threshold %.4f (%s)", fold, setup["model"], threshold, preset)
     result.update({"bundle": bundle, "threshold": threshold, "preset": preset, "model": setup["model"],
                    "precision": precision_name(scorer.reconstructor.autocast_dtype),
