@@ -248,11 +248,11 @@ def test_tumour_profile_rim_core_oedema_and_mass_effect():
     centres, radius = torch.tensor([[32.0, 32.0]]), torch.tensor([10.0])
     appearance = TumourAppearance()
 
-    def paint(**fixed):
-        draws = {"core_fraction": 0.5, "core": 0.0, "rim": 1.0, "rim_strength": 1.0, "oedema_width": 0.5,
-                 "oedema": 0.1, "oedema_strength": 0.5, "mass_effect": 0.0, **fixed}
+    def paint(on=images, **fixed):
+        draws = {"core_fraction": 0.5, "core": 0.0, "rim": 1.0, "rim_contrast": 0.2, "rim_strength": 1.0,
+                 "oedema_width": 0.5, "oedema": 0.0, "oedema_strength": 0.5, "mass_effect": 0.0, **fixed}
         draws = {key: torch.tensor([float(value)]) for key, value in draws.items()}
-        return paint_tumour(images, brain, distance, distance, centres, radius, draws, appearance)
+        return paint_tumour(on, brain, distance, distance, centres, radius, draws, appearance)
 
     result = paint()
     image, truth = result.images[0, 0], result.masks[0, 0].bool()
@@ -260,8 +260,12 @@ def test_tumour_profile_rim_core_oedema_and_mass_effect():
     assert image[32, 32 + 8] > 0.93  # the rim (d = 0.8, 2 px inside its smooth outer edge) is enhanced
     oedema = image[32, 32 + 13]  # d = 1.3: the oedema has faded to 40 % of its strength
     original = images[0, 0, 32, 32 + 13]
-    assert abs(float(oedema - (original + 0.5 * 0.4 * (0.1 - original)))) < 0.02
-    assert truth[32, 32 + 13] and not truth[32, 32 + 16]  # labelled while visibly changed, not beyond 1.5
+    assert abs(float(oedema - (original + 0.5 * 0.4 * (0.0 - original)))) < 0.02
+    # The oedema is labelled where it changed the image clearly (>= min_change), not its faint fading edge.
+    change = (image - images[0, 0]).abs()
+    ring = (distance[0, 0] > 1.1) & (distance[0, 0] < 1.5)
+    assert torch.equal(truth[ring], change[ring] >= appearance.min_change)
+    assert truth[32, 32 + 13] and not truth[32, 32 + 14]  # d = 1.4: changed by ~0.06, below 0.1
     assert torch.equal(image[:, :8], images[0, 0, :, :8])  # far away nothing changes
     # Mass effect: tissue outside the tumour comes from nearer the centre (on this ramp: darker to the right).
     pushed = paint(mass_effect=0.3, oedema_width=0.0)
@@ -270,6 +274,12 @@ def test_tumour_profile_rim_core_oedema_and_mass_effect():
     assert not pushed.masks[0, 0].bool()[outside].any()  # displaced tissue is not labelled
     # A solid tumour (no core) is enhanced at its centre.
     assert paint(core_fraction=0.0).images[0, 0, 32, 32] > 0.98
+    # The rim is enhanced relative to the tissue it replaces: in tissue at 0.8 a rim drawn at 0.85 still
+    # rises by its contrast (0.15) to 0.95; in darker tissue (0.5) the drawn level 0.85 holds.
+    for tissue, expected in ((0.8, 0.95), (0.5, 0.85)):
+        flat = torch.full_like(images, tissue)
+        rim = paint(flat, rim=0.85, rim_contrast=0.15, core_fraction=0.0, oedema_width=0.0).images[0, 0, 32, 32]
+        assert abs(float(rim) - expected) < 0.01
 
 
 def test_tumour_generator_edge_cases():

@@ -19,11 +19,15 @@ and to 3D volumes (:func:`paint_tumour`, the generalization benchmark's held-out
    intensity moves towards ``v_o ~ U[oedema_range]`` by ``s_o ~ U[oedema_strength_range]``, fading
    linearly to 0 at ``1 + w``;
 3. rim, ``c < d ≤ 1`` (``c ~ U[core_fraction_range]``, 0: a solid enhancing tumour): towards
-   ``v_r ~ U[rim_range]`` by ``s_r ~ U[rim_strength_range]``;
+   ``max(v_r, t + k)`` by ``s_r ~ U[rim_strength_range]``, with ``v_r ~ U[rim_range]``, ``t`` the mean
+   intensity of the tissue it replaces and ``k ~ U[rim_contrast_range]``: enhancement is relative to the
+   tissue around, so a tumour in white matter as bright as ``v_r`` still has a rim brighter than it;
 4. core, ``d ≤ c``: towards ``v_c ~ U[core_range]`` by ``s_r``;
 5. ground truth: the tumour (``d < 1``, rim and core) in the brain, and the oedema's voxels whose
-   intensity changed by at least ``min_change`` (where it is visible: oedema of the level of the grey matter
-   it crosses changes nothing there).
+   intensity changed by at least ``min_change`` (where it is clearly visible: oedema of the level of the
+   grey matter it crosses changes nothing there, and its faint fading edge is not labelled; a label made
+   mostly of changes of 0.05 taught nothing and made held-out white-matter tumours unfindable,
+   BENCHMARKS.md "Diagnosis ... 2026-12-07 evening").
 
 Edges are smooth steps of ``edge_px`` pixels/voxels.
 """
@@ -50,35 +54,37 @@ class TumourAppearance:
     Attributes:
         core_fraction_range: radius of the non-enhancing core relative to the tumour's (0: solid).
         core_range: target level ``v_c`` of the core (necrosis, cyst: dark).
-        rim_range: target level ``v_r`` of the enhancing rim.
+        rim_range: lowest target level ``v_r`` of the enhancing rim.
+        rim_contrast_range: how far the rim's target lies above the mean of the tissue it replaces, ``k``.
         rim_strength_range: how far rim and core move towards their levels.
         oedema_width_range: extent of the oedema beyond the rim, relative to the tumour's radius.
         oedema_range: target level ``v_o`` of the oedema (T1: darker than white matter).
         oedema_strength_range: how far the oedema moves towards ``v_o`` at the rim.
         mass_effect_range: outward displacement at the rim, relative to the tumour's radius.
         edge_px: width of the smooth steps between the zones, pixels/voxels.
-        min_change: smallest intensity change labelled anomalous.
+        min_change: smallest intensity change of the oedema labelled anomalous.
     """
 
     core_fraction_range: tuple[float, float] = (0.0, 0.75)
     core_range: tuple[float, float] = (0.05, 0.4)
     rim_range: tuple[float, float] = (0.9, 1.0)
-    rim_strength_range: tuple[float, float] = (0.7, 1.0)
+    rim_contrast_range: tuple[float, float] = (0.15, 0.4)
+    rim_strength_range: tuple[float, float] = (0.8, 1.0)
     oedema_width_range: tuple[float, float] = (0.0, 0.8)
     oedema_range: tuple[float, float] = (0.2, 0.5)
-    oedema_strength_range: tuple[float, float] = (0.2, 0.7)
+    oedema_strength_range: tuple[float, float] = (0.3, 0.8)
     mass_effect_range: tuple[float, float] = (0.0, 0.2)
     edge_px: float = 0.7
-    min_change: float = 0.05
+    min_change: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("core_fraction_range", "core_range", "rim_range", "rim_strength_range", "oedema_width_range",
-                     "oedema_range", "oedema_strength_range", "mass_effect_range"):
+        for name in ("core_fraction_range", "core_range", "rim_range", "rim_contrast_range", "rim_strength_range",
+                     "oedema_width_range", "oedema_range", "oedema_strength_range", "mass_effect_range"):
             low, high = getattr(self, name)
             if not 0.0 <= low <= high:
                 raise ValueError(f"{name} {getattr(self, name)} must satisfy 0 <= low <= high")
-        for name in ("core_fraction_range", "core_range", "rim_range", "rim_strength_range", "oedema_range",
-                     "oedema_strength_range"):
+        for name in ("core_fraction_range", "core_range", "rim_range", "rim_contrast_range", "rim_strength_range",
+                     "oedema_range", "oedema_strength_range"):
             if getattr(self, name)[1] > 1.0:
                 raise ValueError(f"{name} {getattr(self, name)} must lie in [0, 1]")
         if self.mass_effect_range[1] >= 0.5:
@@ -88,8 +94,8 @@ class TumourAppearance:
 
     def draw(self, batch: int, generator: torch.Generator | None, device: torch.device) -> dict[str, torch.Tensor]:
         """One set of profile parameters per sample: ``{name: [B]}``."""
-        names = ("core_fraction", "core", "rim", "rim_strength", "oedema_width", "oedema", "oedema_strength",
-                 "mass_effect")
+        names = ("core_fraction", "core", "rim", "rim_contrast", "rim_strength", "oedema_width", "oedema",
+                 "oedema_strength", "mass_effect")
         return {name: uniform((batch,), *getattr(self, f"{name}_range"), generator, device) for name in names}
 
 
@@ -101,6 +107,13 @@ def _inside(distance: torch.Tensor, boundary: torch.Tensor, radius_px: torch.Ten
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``[B]`` → ``[B, 1, 1, ...]`` broadcastable against ``like`` ``[B, 1, *spatial]``."""
     return values.view(-1, *([1] * (like.ndim - 1)))
+
+
+def _tissue_mean(images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean intensity per sample: ``[B, 1, *spatial]`` → ``[B, 1, 1, ...]`` (0 where no weight)."""
+    dims = tuple(range(1, images.ndim))
+    total = (images * weights).sum(dims, keepdim=True)
+    return total / weights.sum(dims, keepdim=True).clamp(min=1e-6)
 
 
 def push_outwards(images: torch.Tensor, smooth_distance: torch.Tensor, centres: torch.Tensor,
@@ -163,8 +176,10 @@ def paint_tumour(images: torch.Tensor, brain: torch.Tensor, distance: torch.Tens
 
     level = _per_sample(draws["oedema"], original)
     result = pushed + _per_sample(draws["oedema_strength"], original) * oedema * (level - pushed)
+    rim_level = torch.maximum(_per_sample(draws["rim"], original),
+                              _tissue_mean(pushed, tumour * brain) + _per_sample(draws["rim_contrast"], original))
     strength = _per_sample(draws["rim_strength"], original)
-    result = result + strength * (tumour - core).clamp(min=0.0) * (_per_sample(draws["rim"], original) - result)
+    result = result + strength * (tumour - core).clamp(min=0.0) * (rim_level - result)
     result = result + strength * core * (_per_sample(draws["core"], original) - result)
     result = torch.where(brain, result.clamp(0.0, 1.0), original)
 
