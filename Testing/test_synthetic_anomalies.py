@@ -229,7 +229,7 @@ def test_tumours_on_real_slices(real_slices):
     labelled = result.masks.bool()
     assert not (labelled & ~brain).any()
     assert torch.equal(result.images[~brain], images[~brain])  # nothing changes outside the brain
-    assert (labelled.flatten(1).sum(1) > 0).all()  # the tumour itself is always labelled
+    assert (labelled.flatten(1).sum(1) > 0).all()  # every tumour here changed some pixels visibly
     # an enhancing rim: in most slices some labelled pixels became brighter by 0.1 or more (not where the
     # tumour sits in white matter already as bright as its rim), in others the core or oedema darkened
     brightened = [float(change.max()) >= 0.1 for change in (result.images - images) * labelled]
@@ -280,6 +280,9 @@ def test_tumour_profile_rim_core_oedema_and_mass_effect():
         flat = torch.full_like(images, tissue)
         rim = paint(flat, rim=0.85, rim_contrast=0.15, core_fraction=0.0, oedema_width=0.0).images[0, 0, 32, 32]
         assert abs(float(rim) - expected) < 0.01
+    # A solid tumour in tissue already at the top of the range changes nothing visibly: nothing is labelled.
+    saturated = paint(torch.ones_like(images), core_fraction=0.0, oedema_width=0.0)
+    assert saturated.masks.sum() == 0 and (saturated.images - 1.0).abs().max() < 1e-6
 
 
 def test_tumour_generator_edge_cases():

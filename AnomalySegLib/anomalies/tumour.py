@@ -23,11 +23,12 @@ and to 3D volumes (:func:`paint_tumour`, the generalization benchmark's held-out
    intensity of the tissue it replaces and ``k ~ U[rim_contrast_range]``: enhancement is relative to the
    tissue around, so a tumour in white matter as bright as ``v_r`` still has a rim brighter than it;
 4. core, ``d ≤ c``: towards ``v_c ~ U[core_range]`` by ``s_r``;
-5. ground truth: the tumour (``d < 1``, rim and core) in the brain, and the oedema's voxels whose
-   intensity changed by at least ``min_change`` (where it is clearly visible: oedema of the level of the
-   grey matter it crosses changes nothing there, and its faint fading edge is not labelled; a label made
-   mostly of changes of 0.05 taught nothing and made held-out white-matter tumours unfindable,
-   BENCHMARKS.md "Diagnosis ... 2026-12-07 evening").
+5. ground truth: the voxels of the tumour (``d < 1``, rim and core) and of its oedema in the brain whose
+   intensity changed by at least ``min_change``, i.e. where it is clearly visible: oedema of the level of the
+   grey matter it crosses changes nothing there, its faint fading edge is not labelled, nor is a solid
+   tumour in tissue already at the top of the intensity range. A label made mostly of changes of 0.05
+   taught nothing and made held-out white-matter tumours unfindable (BENCHMARKS.md "Diagnosis ...
+   2026-12-07 evening").
 
 Edges are smooth steps of ``edge_px`` pixels/voxels.
 """
@@ -62,7 +63,7 @@ class TumourAppearance:
         oedema_strength_range: how far the oedema moves towards ``v_o`` at the rim.
         mass_effect_range: outward displacement at the rim, relative to the tumour's radius.
         edge_px: width of the smooth steps between the zones, pixels/voxels.
-        min_change: smallest intensity change of the oedema labelled anomalous.
+        min_change: smallest intensity change labelled anomalous.
     """
 
     core_fraction_range: tuple[float, float] = (0.0, 0.75)
@@ -183,8 +184,8 @@ def paint_tumour(images: torch.Tensor, brain: torch.Tensor, distance: torch.Tens
     result = result + strength * core * (_per_sample(draws["core"], original) - result)
     result = torch.where(brain, result.clamp(0.0, 1.0), original)
 
-    visible_oedema = (distance < 1.0 + width) & ((result - original).abs() >= appearance.min_change)
-    masks = brain & ((distance < 1.0) | visible_oedema)
+    visible = (result - original).abs() >= appearance.min_change
+    masks = brain & (distance < 1.0 + width) & visible
     return SyntheticAnomalies(images=result.to(dtype), masks=masks.to(dtype))
 
 
