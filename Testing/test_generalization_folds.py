@@ -59,6 +59,7 @@ def test_tumour_diagnosis_separates_the_answer_in_the_lesion_from_firings_away_f
     cube[corner[0]:corner[0] + 3, corner[1]:corner[1] + 3, corner[2]:corner[2] + 3] = True
     assert (cube & healthy.mask).sum() == 27 and not (cube & ball).any()
     image = np.where(ball, np.minimum(healthy.image + 0.3, 1.0), healthy.image).astype(np.float32)
+    image[cube] = 1.0  # the firing away from the "tumour" is the brightest tissue (as an enhancing vessel)
     case = Case("ball", image, healthy.mask, ball, {})
     probability = np.where(ball | cube, 0.9, 0.0).astype(np.float32)
     scores = {"mask": healthy.mask, "probability": probability, "reconstruction": healthy.image}
@@ -71,8 +72,14 @@ def test_tumour_diagnosis_separates_the_answer_in_the_lesion_from_firings_away_f
     assert row["tumour_fires_pct"] == 100
     assert row["tumour_residual"] == pytest.approx(float((image - healthy.image)[ball].mean()), abs=1e-6)
     assert row["away_fires_ml"] == pytest.approx(27 * 8e-3)
-    assert row["away_residual"] == pytest.approx(0.0, abs=1e-6)
+    assert row["away_residual"] == pytest.approx(float((image - healthy.image)[cube].mean()), abs=1e-6)
     assert row["away_intensity"] == pytest.approx(float(image[cube].mean()), abs=1e-6)
+    depth = ndimage.distance_transform_edt(healthy.mask, sampling=2.0)
+    assert depth[cube].min() > 4 and row["away_rim_pct"] == 0  # deep inside the brain, not at its rim
+    assert row["away_bright_pct"] == 100
+    normal = healthy.mask & (ndimage.distance_transform_edt(~ball, sampling=2.0) > AWAY_FROM_TUMOUR_MM)
+    brightest = normal & (image >= np.percentile(image[normal], 99))  # saturated tissue ties at the top
+    assert brightest.sum() > 27 and row["brightest_fires_pct"] == pytest.approx(100 * 27 / brightest.sum())
     assert row["probability_best_dice"] == pytest.approx(2 * ball.sum() / (2 * ball.sum() + 27))
     assert 0.0 <= row["no_residual_best_dice"] <= 1.0
 

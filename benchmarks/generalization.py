@@ -94,6 +94,11 @@ VOXEL_MM = 2.0
 VOXEL_ML = VOXEL_MM ** 3 / 1000.0
 #: Firings farther than this from a tumour's label are false positives in the tumour diagnosis (mm).
 AWAY_FROM_TUMOUR_MM = 6.0
+#: "Bright" normal tissue in the tumour diagnosis: above this percentile of the brain away from the tumour
+#: (on a contrast-enhanced T1: vessels, venous sinuses, dura, choroid plexus) ...
+BRIGHT_PERCENTILE = 90.0
+#: ... and the brightest normal tissue: above this one.
+BRIGHTEST_PERCENTILE = 99.0
 STRONG_N4 = {"shrink_factor": 2, "iterations_per_level": (50, 50, 50, 50), "convergence_threshold": 1e-4}
 TIGHTER_MASK_MM = 4.0
 #: Below this intensity (model space, [0, 1]) a brain-mask voxel is taken as "not scanned" (outside the FOV).
@@ -488,19 +493,28 @@ def cheap_experiments(scorer: AnomalyScorer, case: Case, scores: dict) -> dict:
 
 def tumour_diagnosis_row(scorer: AnomalyScorer, case: Case, scores: dict) -> dict:
     """What the SegUnet's answer on a labelled case rests on: ŷ inside the label, ŷ > 0.5 away from it
-    (farther than :data:`AWAY_FROM_TUMOUR_MM`, model-grid ml) and the residual x − x̂ in both, and ⌈Dice⌉ of
-    ŷ with the reconstruction and with x̂ := x (the residual taken away)."""
+    (farther than :data:`AWAY_FROM_TUMOUR_MM`, model-grid ml) and the residual x − x̂ in both, what the tissue
+    firing away is (% within the first rim band of the mask edge, % at or above the
+    :data:`BRIGHT_PERCENTILE` of the normal brain, and how much of the brightest normal tissue fires), and
+    ⌈Dice⌉ of ŷ with the reconstruction and with x̂ := x (the residual taken away)."""
     brain = scores["mask"].astype(bool)
     truth = case.labels & brain
     probability, residual = scores["probability"], case.image - scores["reconstruction"]
     near = ndimage.distance_transform_edt(~truth, sampling=VOXEL_MM) <= AWAY_FROM_TUMOUR_MM
-    away = (probability > FIRES) & brain & ~near
+    normal = brain & ~near
+    away = (probability > FIRES) & normal
+    depth = ndimage.distance_transform_edt(brain, sampling=VOXEL_MM)
+    bright, brightest = np.percentile(case.image[normal], [BRIGHT_PERCENTILE, BRIGHTEST_PERCENTILE])
+    share = lambda selection, within: 100.0 * float(selection[within].mean()) if within.any() else math.nan  # noqa: E731
     return {"case": case.name, "tumour_probability": float(probability[truth].mean()),
             "tumour_fires_pct": 100.0 * float((probability[truth] > FIRES).mean()),
             "tumour_residual": float(residual[truth].mean()),
             "away_fires_ml": float(away.sum()) * VOXEL_ML,
             "away_residual": float(residual[away].mean()) if away.any() else math.nan,
             "away_intensity": float(case.image[away].mean()) if away.any() else math.nan,
+            "away_rim_pct": share(depth < RIM_BANDS_MM[0], away),
+            "away_bright_pct": share(case.image >= bright, away),
+            "brightest_fires_pct": share(probability > FIRES, normal & (case.image >= brightest)),
             "probability_best_dice": best_dice(probability[brain], truth[brain])[0],
             "no_residual_best_dice": best_dice(probability_without_residual(scorer, case)[brain], truth[brain])[0]}
 
@@ -754,6 +768,9 @@ def fold_section(fold: str, result: dict) -> str:
                                 ("tumour_residual", "x−x̂ in the tumour", 3),
                                 ("away_fires_ml", f"ŷ>0.5 ml >{AWAY_FROM_TUMOUR_MM:g} mm away", 1),
                                 ("away_residual", "x−x̂ there", 3), ("away_intensity", "x there", 2),
+                                ("away_rim_pct", f"% of it <{RIM_BANDS_MM[0]:g} mm from the mask edge", 0),
+                                ("away_bright_pct", f"% of it ≥ p{BRIGHT_PERCENTILE:g} of normal brain", 0),
+                                ("brightest_fires_pct", f"% of normal brain ≥ p{BRIGHTEST_PERCENTILE:g} with ŷ>0.5", 0),
                                 ("probability_best_dice", "⌈Dice⌉ of ŷ", 2),
                                 ("no_residual_best_dice", "⌈Dice⌉ of ŷ, x̂ := x", 2)]
     synthetic = result["synthetic"]
