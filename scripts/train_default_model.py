@@ -134,6 +134,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="model grid (default: %(default)s)")
     parser.add_argument("--recon-minutes", type=float, default=30.0, help="Stage I training budget")
     parser.add_argument("--seg-minutes", type=float, default=15.0, help="Stage II training budget")
+    parser.add_argument("--recon-max-steps", type=int, default=None,
+                        help="also stop Stage I at this step (reproduce a run by steps)")
+    parser.add_argument("--seg-max-steps", type=int, default=None,
+                        help="also stop Stage II at this step (reproduce a run by steps)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: %(default)s)")
     parser.add_argument("--precision", default="bf16",
                         help="training autocast: bf16 (≈2× faster on CPU), fp32, auto (default: %(default)s)")
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stage_start = time.perf_counter()
     recon_bundle_dir = args.work / "recon_bundle"
-    recon_budget = StageBudget("Stage I", args.work / "recon", args.recon_minutes * 60)
+    recon_budget = StageBudget("Stage I", args.work / "recon", args.recon_minutes * 60,
+                               max_steps=args.recon_max_steps)
     if recon_budget.state["done"] and recon_bundle_dir.is_dir():
         recon_bundle = load_bundle(recon_bundle_dir)
     else:
@@ -301,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                          initial_weights=initial.component("seg").state_dict if initial else None)
 
     stage_start = time.perf_counter()
-    seg_bundle, seg_outcome = StageBudget("Stage II", args.work / "seg", args.seg_minutes * 60).run(train_stage2)
+    seg_bundle, seg_outcome = StageBudget("Stage II", args.work / "seg", args.seg_minutes * 60,
+                                          max_steps=args.seg_max_steps).run(train_stage2)
     # the bundle is committed: no path of the training machine in it (the recon weights' checksum names Stage I)
     seg_bundle.description["provenance"]["stage2"]["stage1_bundle"] = f"<work>/{recon_bundle_dir.name}"
     wall["stage2_s"] = time.perf_counter() - stage_start
@@ -334,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "precision": args.precision,
         "budget_minutes": {"stage1": args.recon_minutes, "stage2": args.seg_minutes},
+        "max_steps": {"stage1": args.recon_max_steps, "stage2": args.seg_max_steps},
         "stage1": {"steps": recon_budget.state["steps"], "last": last_metrics(args.work / "recon")},
         "stage2": {"steps": seg_outcome.step, "last": last_metrics(args.work / "seg")},
         "calibration": result.to_scoring_entries(),

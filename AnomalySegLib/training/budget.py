@@ -3,7 +3,8 @@
 :class:`StageBudget` calls a stage's training function in chunks of steps: the first chunk
 (``first_chunk_steps``) measures the seconds per step, and every later chunk is sized to fit the time
 left (at most ``chunk_seconds``), so the stage ends within its budget on any machine; the last chunk's
-result is returned. Steps come from the stage's checkpoint and the time spent from ``<work>/budget.json``,
+result is returned. ``max_steps`` also stops it at a step count (a run reproduced by steps on a machine of
+another speed or load). Steps come from the stage's checkpoint and the time spent from ``<work>/budget.json``,
 so an interrupted run resumes with the time it already used counted.
 """
 
@@ -31,8 +32,11 @@ class StageBudget:
     """
 
     def __init__(self, name: str, work_dir: Path, budget_s: float, *, chunk_seconds: float = 600.0,
-                 first_chunk_steps: int = 10) -> None:
+                 first_chunk_steps: int = 10, max_steps: int | None = None) -> None:
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"{name}: max_steps must be >= 1, got {max_steps}")
         self.name = name
+        self.max_steps = max_steps
         self.work_dir = Path(work_dir)
         self.state_path = self.work_dir / BUDGET_FILE
         self.budget_s = budget_s
@@ -58,6 +62,10 @@ class StageBudget:
                 if more < 1:
                     break
                 target = self.state["steps"] + more
+            if self.max_steps is not None:
+                if result is not None and self.state["steps"] >= self.max_steps:
+                    break
+                target = min(target, self.max_steps)
             start = time.perf_counter()
             result = train(target, self.state["steps"] > 0)
             elapsed = time.perf_counter() - start
