@@ -9,8 +9,11 @@ A source scan (any orientation, spacing and size) is re-acquired as a new axial 
    brighter than their surroundings in a T1) are brightened by ``strength × top-hat × w``, where the weight
    ``w`` is largest next to the brain-mask rim (dura, cortical veins; e-folding :data:`RIM_SCALE_MM`) and
    near the mid-sagittal plane (falx, sinuses, the choroid plexus of the lateral ventricles; e-folding
-   :data:`MIDLINE_SCALE_MM`). Without a brain mask ``w = 1`` (every thin bright structure enhances). This
-   is an approximation of the look, not a model of gadolinium kinetics;
+   :data:`MIDLINE_SCALE_MM`). Without a brain mask ``w = 1`` (every thin bright structure enhances). Given a
+   *dural map* (the dura and venous sinuses, :mod:`.dura`, mapped onto the source), the thick structures that
+   are grey without contrast (falx, tentorium, sinuses) are also raised, by ``strength ×``
+   :data:`DURA_LEVEL` ``× r ×`` the map. This is an approximation of the look, not a model of gadolinium
+   kinetics;
 2. patient position (one interpolation, together with step 3's regridding): a rotation (degrees about the
    L, P and S axes through the volume centre), a scaling per axis and an elastic deformation (a cubic
    B-spline with :data:`ELASTIC_MESH` control cells per axis, displacements ~ N(0, elastic_mm²));
@@ -48,6 +51,9 @@ ENHANCE_RADIUS_MM = 2.0
 RIM_SCALE_MM = 5.0
 #: e-folding distance (mm) of the enhancement weight from the mid-sagittal plane (falx, sinuses, choroid plexus).
 MIDLINE_SCALE_MM = 15.0
+#: What the dura and sinuses gain at enhancement strength 1 and dural-map weight 1, as a fraction of the
+#: reference level ``r``: strengths 0.5–1.5 lift a sinus by 0.25–0.75 r (grey → brighter than white matter).
+DURA_LEVEL = 0.5
 #: The slice profile's edge: σ of the Gaussian rounding the box, as a fraction of the slice thickness.
 PROFILE_EDGE_FRACTION = 0.1
 #: B-spline control cells per axis of the elastic deformation.
@@ -167,7 +173,8 @@ def sample_acquisition(seed: int, ranges: AcquisitionRanges = AcquisitionRanges(
 
 
 def simulate_acquisition(image: sitk.Image, params: AcquisitionParams, seed: int = 0,
-                         labels: sitk.Image | None = None, brain_mask: sitk.Image | None = None) -> Acquisition:
+                         labels: sitk.Image | None = None, brain_mask: sitk.Image | None = None,
+                         dura: sitk.Image | None = None) -> Acquisition:
     """Re-acquire ``image`` with ``params`` (see the module docstring for the steps).
 
     Args:
@@ -177,12 +184,14 @@ def simulate_acquisition(image: sitk.Image, params: AcquisitionParams, seed: int
         labels: optional anomaly mask on ``image``'s grid (> 0 = anomaly), carried through the geometry.
         brain_mask: optional brain mask on ``image``'s grid (> 0 = brain); only the contrast-enhanced look
             uses it (weights near the rim and the midline).
+        dura: optional dural map on ``image``'s grid (0–1, :func:`.dura.native_dural_map`); only the
+            contrast-enhanced look uses it (the falx, tentorium and sinuses enhance).
 
     Returns:
         the simulated scan on an LPS-aligned grid of spacing (in-plane, in-plane, thickness) covering the
         source's physical extent.
     """
-    for name, other in (("labels", labels), ("brain_mask", brain_mask)):
+    for name, other in (("labels", labels), ("brain_mask", brain_mask), ("dura", dura)):
         if other is not None and (other.GetSize() != image.GetSize()
                                   or not np.allclose(other.GetSpacing(), image.GetSpacing(), atol=1e-4)):
             raise ValueError(f"{name} grid {other.GetSize()} differs from the image grid {image.GetSize()}")
@@ -190,7 +199,7 @@ def simulate_acquisition(image: sitk.Image, params: AcquisitionParams, seed: int
     geometry_rng, bias_rng, noise_rng, _ = (np.random.default_rng(s) for s in streams)
     source = sitk.GetArrayFromImage(image).astype(np.float32)
     reference = float(np.percentile(source, REFERENCE_PERCENTILE))
-    source = _contrast(source, image, params, reference, brain_mask)
+    source = _contrast(source, image, params, reference, brain_mask, dura)
     contrasted = _like(source, image)
 
     fine = fine_grid(image)
@@ -300,11 +309,14 @@ def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) 
 
 
 def _contrast(source: np.ndarray, image: sitk.Image, params: AcquisitionParams, reference: float,
-              brain_mask: sitk.Image | None) -> np.ndarray:
+              brain_mask: sitk.Image | None, dura: sitk.Image | None) -> np.ndarray:
     if params.gamma != 1.0 and reference > 0:
         source = (reference * np.power(np.clip(source, 0.0, None) / reference, params.gamma)).astype(np.float32)
     if params.enhancement > 0:
         source = source + params.enhancement * _enhancement_map(source, image, brain_mask)
+        if dura is not None:
+            source = source + (params.enhancement * DURA_LEVEL * reference
+                               * sitk.GetArrayFromImage(dura).astype(np.float32))
     return source
 
 
