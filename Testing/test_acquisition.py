@@ -184,8 +184,8 @@ def test_invalid_parameters_are_refused():
 
 @pytest.mark.slow  # the real preprocessing, twice
 def test_variant_bank_writes_case_folders_and_resumes(tmp_path, real_data, caplog):
-    """scripts/build_variant_bank.py: the scan and one simulated variant through the real preprocessing into
-    case folders carrying their acquisition; a second run finds both and builds nothing."""
+    """scripts/build_variant_bank.py: the scan and one simulated (contrast-enhanced) variant through the real
+    preprocessing into case folders carrying their acquisition; a second run finds both and builds nothing."""
     import importlib.util
     import json
     import logging
@@ -207,6 +207,7 @@ def test_variant_bank_writes_case_folders_and_resumes(tmp_path, real_data, caplo
     assert simulated["identity"] is False and simulated["seed"] == variant_seed("someones_anatomy", 1, 0)
     assert AcquisitionParams(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in simulated["params"].items()}) == sample_acquisition(simulated["seed"])
+    assert simulated["params"]["enhancement"] > 0  # so the dural map went through the registration too
     case = load_case(folders[1])
     assert case.image.shape == case.mask.shape and case.mask.any()
     assert json.loads((folders[0].parent.parent / "spec.json").read_text(encoding="utf-8"))["grid"]

@@ -119,7 +119,7 @@ def test_the_bank_is_built_with_the_spec_the_recipe_trains_and_records():
     the recorded preprocessing is today's spec on the chosen grid (training and inference preprocess alike)."""
     import dataclasses
 
-    from AnomalySegLib.augmentation.variant_bank import bank_root, recipe_spec
+    from AnomalySegLib.augmentation.variant_bank import SIMULATION_VERSION, bank_root, recipe_spec
     from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, WHOLE_BRAIN_GRID, PreprocessingSpec
 
     spec = importlib.util.spec_from_file_location("build_variant_bank", SCRIPT.parent / "build_variant_bank.py")
@@ -129,16 +129,25 @@ def test_the_bank_is_built_with_the_spec_the_recipe_trains_and_records():
     assert recipe_spec("whole_brain") == dataclasses.replace(PreprocessingSpec(), grid=WHOLE_BRAIN_GRID)
     roots = {bank_root("bank", recipe_spec(name)) for name in MODEL_GRIDS}
     assert len(roots) == len(MODEL_GRIDS)  # one bank per grid, never mixed
+    # nor with a bank of another simulation: the version is in the folder name
+    assert all(root.name.endswith(f"-a{SIMULATION_VERSION}") for root in roots)
 
 
 def test_the_domain_reference_of_a_recipe_model_is_every_variant_it_trained_and_calibrated_on():
     spec = importlib.util.spec_from_file_location("domain_reference", SCRIPT.parent / "domain_reference.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    recipe = {"training_sources": ["mrhead", "icbm2009c_t1"], "calibration_sources": ["itk_kmeans_t1"]}
+    from AnomalySegLib.augmentation.variant_bank import SIMULATION_VERSION
+
+    recipe = {"training_sources": ["mrhead", "icbm2009c_t1"], "calibration_sources": ["itk_kmeans_t1"],
+              "variant_bank": {"spec_key": f"0123abcd-a{SIMULATION_VERSION}"}}
     training, validation = script.reference_scans({"provenance": {"default_model": recipe}})
     assert training[:2] == ["mrhead_v000", "mrhead_v001"] and len(training) == 9 + 3  # templates: a third
     assert validation == [f"itk_kmeans_t1_v{i:03d}" for i in range(9)]
+    # a model of an older simulation (a bank folder without the version suffix): its variants cannot be re-made
+    recipe["variant_bank"] = {"spec_key": "0123abcd"}
+    with pytest.raises(SystemExit, match="simulation version 1"):
+        script.reference_scans({"provenance": {"default_model": recipe}})
     older = {"provenance": {"stage1": {"training_cases": ["train_mrhead"], "validation_cases": ["val_itk_kmeans_t1"]}}}
     assert script.reference_scans(older) == (["mrhead"], ["itk_kmeans_t1"])
 
@@ -151,10 +160,10 @@ def test_a_variant_is_re_simulated_bit_for_bit(real_data):
 
     from AnomalySegLib.augmentation.variant_bank import simulated_variant
 
-    first, record = simulated_variant("itk_kmeans_t1", 2)
-    again, _ = simulated_variant("itk_kmeans_t1", 2)
+    first, record = simulated_variant("itk_kmeans_t1", 1)  # contrast-enhanced: the dural map is registered too
+    again, _ = simulated_variant("itk_kmeans_t1", 1)
     other, _ = simulated_variant("itk_kmeans_t1", 3)
-    assert not record["identity"] and record["params"]
+    assert not record["identity"] and record["params"]["enhancement"] > 0
     assert np.array_equal(sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(again))
     assert first.GetSpacing() != other.GetSpacing() or not np.array_equal(
         sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(other))

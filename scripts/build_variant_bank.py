@@ -5,17 +5,18 @@ For each healthy source volume (:data:`AnomalySegLib.augmentation.variant_bank.S
 the bank holds ``v000`` (the scan as it is) and ``--variants`` simulated re-acquisitions
 (:func:`AnomalySegLib.augmentation.acquisition.simulate_acquisition` with parameters drawn by
 :func:`~AnomalySegLib.augmentation.acquisition.sample_acquisition`: slices 1–7 mm, in-plane 0.8–1.5 mm, noise,
-bias field, gamma, contrast-enhanced look, rotation/scaling/elastic). Population templates
+bias field, gamma, contrast-enhanced look with the dura and sinuses, rotation/scaling/elastic). Population templates
 (``TEMPLATES``) get a third as many variants, so that single-subject scans are the majority. Every
 variant goes through the REAL preprocessing (:func:`~AnomalySegLib.preprocessing.pipeline.preprocess_image`:
 registration, N4, resampling, denoising, rescaling) exactly as ``segment`` does on a scan without a brain
 mask, and is written as a case folder (:mod:`AnomalySegLib.preprocessing.case_folder`)::
 
-    <out>/<spec key>/<source>/<source>_v003/{image,mask}.nii.gz, transform.tfm, preprocessing.json
+    <out>/<spec key>-a<version>/<source>/<source>_v003/{image,mask}.nii.gz, transform.tfm, preprocessing.json
 
 ``preprocessing.json`` → ``info.acquisition`` holds the simulation parameters and seed (a variant can be
-re-simulated bit for bit). The spec key is a hash of the preprocessing spec (the recipe's, or ``--model``'s bundle's, on ``--grid``),
-so a model with another grid gets its own bank. Finished variants are skipped (case folders are written
+re-simulated bit for bit). The spec key is a hash of the preprocessing spec (the recipe's, or ``--model``'s
+bundle's, on ``--grid``) and the version is :data:`~AnomalySegLib.augmentation.variant_bank.SIMULATION_VERSION` (the simulation's), so a
+model with another grid, or a new simulation, gets its own bank. Finished variants are skipped (case folders are written
 atomically), so an interrupted run resumes; a failing variant is logged and the run goes on.
 
 Usage (background, one thread, low priority)::

@@ -26,8 +26,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from AnomalySegLib import sample_data
-from AnomalySegLib.augmentation.variant_bank import (parse_variant_id, simulated_variant, variant_id,
-                                                     variant_names)
+from AnomalySegLib.augmentation.variant_bank import (SIMULATION_VERSION, bank_simulation_version, parse_variant_id,
+                                                     simulated_variant, variant_id, variant_names)
 from AnomalySegLib.bundle import load_bundle
 from AnomalySegLib.io.atomic import atomic_write_text
 from AnomalySegLib.io.volume_io import read_volume
@@ -43,6 +43,10 @@ def reference_scans(description: dict) -> tuple[list[str], list[str]]:
     recipe = recipe_record(description)
     if "training_sources" not in recipe:
         return provenance_volumes(description)
+    trained_on = bank_simulation_version(recipe.get("variant_bank", {}).get("spec_key", ""))
+    if trained_on != SIMULATION_VERSION:
+        raise SystemExit(f"the model trained on variants of simulation version {trained_on}, today's simulation "
+                         f"is version {SIMULATION_VERSION}: re-simulated variants would not be the ones it saw")
     return ([variant_id(*v) for v in variant_names(recipe["training_sources"])],
             [variant_id(*v) for v in variant_names(recipe["calibration_sources"])])
 

@@ -3,17 +3,19 @@
 Built by ``scripts/build_variant_bank.py``; read by the default model's recipe and the generalization
 benchmark. One bank per preprocessing spec::
 
-    <bank>/<spec key>/spec.json
-    <bank>/<spec key>/<source>/<source>_v000/   the scan as it is (a case folder, :mod:`~..preprocessing.case_folder`)
-    <bank>/<spec key>/<source>/<source>_v003/   a simulated re-acquisition (parameters in preprocessing.json)
+    <bank>/<spec key>-a<version>/spec.json
+    <bank>/<spec key>-a<version>/<source>/<source>_v000/   the scan as it is (a case folder, :mod:`~..preprocessing.case_folder`)
+    <bank>/<spec key>-a<version>/<source>/<source>_v003/   a simulated re-acquisition (parameters in preprocessing.json)
 
-The spec key is :func:`AnomalySegLib.preprocessing.model_space_cache.spec_key`: a bank of another grid or
-other preprocessing settings never mixes with this one.
+The spec key is :func:`AnomalySegLib.preprocessing.model_space_cache.spec_key` and the version is
+:data:`SIMULATION_VERSION`: a bank of another grid, other preprocessing settings or another simulation
+never mixes with this one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,8 +25,10 @@ import SimpleITK as sitk
 
 from AnomalySegLib import sample_data
 from AnomalySegLib.augmentation.acquisition import sample_acquisition, simulate_acquisition
+from AnomalySegLib.augmentation.dura import native_dural_map
 from AnomalySegLib.preprocessing.case_folder import IMAGE_FILE, ModelSpaceCase, load_case
 from AnomalySegLib.preprocessing.model_space_cache import spec_key
+from AnomalySegLib.preprocessing.pipeline import preprocess_image
 from AnomalySegLib.preprocessing.spec import MODEL_GRIDS, PreprocessingSpec
 
 #: Healthy sources: bank name → (sample_data image, sample_data brain mask or None). The mask only
@@ -50,6 +54,10 @@ DEFAULT_BANK = Path.home() / ".cache" / "anomalyseg" / "variant_bank"
 #: Simulated acquisitions per single-subject source, and the base seed, of the default model's bank.
 VARIANTS_PER_SCAN = 8
 BASE_SEED = 0
+#: Version of the simulation the bank's variants were made with (part of the bank's folder name); raise it
+#: whenever :mod:`.acquisition` or :mod:`.dura` change what a variant looks like.
+#: 2: the contrast-enhanced look also enhances the dura and the venous sinuses.
+SIMULATION_VERSION = 2
 
 
 def variant_count(source: str, variants: int) -> int:
@@ -88,8 +96,20 @@ def simulated_variant(source: str, index: int, base_seed: int = BASE_SEED) -> tu
     if mask_name is not None:
         mask = sitk.ReadImage(str(sample_data.fetch(mask_name))) > 0
         mask.CopyInformation(image)
-    acquired = simulate_acquisition(image, params, seed=seed, brain_mask=mask).image
+    dura = None
+    if params.enhancement > 0:
+        spec = recipe_spec()
+        dura = native_dural_map(image, source_transform(source), spec.template)
+    acquired = simulate_acquisition(image, params, seed=seed, brain_mask=mask, dura=dura).image
     return acquired, {"identity": False, "seed": seed, "params": params.to_dict()}
+
+
+@functools.lru_cache(maxsize=None)
+def source_transform(source: str) -> sitk.Transform:
+    """The preprocessing transform (template → native points) of ``source`` as it is: the registration that
+    ``segment`` would find for it (computed once per process), which places the dural map in the scan."""
+    image = sitk.ReadImage(str(sample_data.fetch(SOURCES[source][0])), sitk.sitkFloat32)
+    return preprocess_image(image, spec=recipe_spec(), image_path=f"{source} (registration for the dural map)").transform
 
 
 def variant_names(sources: Iterable[str], variants: int = VARIANTS_PER_SCAN) -> list[tuple[str, int]]:
@@ -98,8 +118,15 @@ def variant_names(sources: Iterable[str], variants: int = VARIANTS_PER_SCAN) -> 
 
 
 def bank_root(bank: str | Path, spec: PreprocessingSpec) -> Path:
-    """The folder of ``spec``'s bank inside ``bank``."""
-    return Path(bank) / spec_key(spec)
+    """The folder of ``spec``'s bank, made by today's simulation (:data:`SIMULATION_VERSION`), inside ``bank``."""
+    return Path(bank) / f"{spec_key(spec)}-a{SIMULATION_VERSION}"
+
+
+def bank_simulation_version(folder_name: str) -> int:
+    """The :data:`SIMULATION_VERSION` a bank folder name (:func:`bank_root`) was made with; a name without the
+    ``-a<version>`` suffix is a bank of version 1, from before the suffix."""
+    _, separator, version = folder_name.rpartition("-a")
+    return int(version) if separator and version.isdigit() else 1
 
 
 def variant_id(source: str, index: int) -> str:
