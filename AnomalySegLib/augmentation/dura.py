@@ -44,8 +44,10 @@ TENTORIUM_Z_FIT_MM = (-35.0, 0.0)
 #: this deep as a fraction of the median brain intensity.
 VALLEY_REACH_MM = 6.0
 VALLEY_MIN_DEPTH = 0.15
-#: How far the tentorium sheet reaches: from this y (mm, the incisura around the midbrain) backwards.
+#: How far the tentorium sheet reaches: from this y (mm, the incisura around the midbrain) backwards, and
+#: this far from the midline (mm; the fit's own points reach 50 mm).
 TENTORIUM_Y_MIN_MM = 40.0
+TENTORIUM_HALF_WIDTH_MM = 60.0
 #: The falx reaches this far below the brain surface in front of :data:`FALX_TENTORIUM_Y_MM` (mm).
 FALX_DEPTH_MM = 30.0
 FALX_TENTORIUM_Y_MM = 40.0
@@ -135,7 +137,7 @@ def dural_map(template_name: str = "icbm2009c") -> sitk.Image:
         return np.exp(-0.5 * (distance / sigma) ** 2)
 
     supratentorial = z >= tent
-    posterior_fossa = (y >= TENTORIUM_Y_MIN_MM) & (np.abs(x) <= POSTERIOR_FOSSA_HALF_WIDTH_MM + 10.0)
+    posterior_fossa = (y >= TENTORIUM_Y_MIN_MM) & (np.abs(x) <= TENTORIUM_HALF_WIDTH_MM)
     tentorium = gauss(z - tent, SHEET_SIGMA_MM) * posterior_fossa
     falx_extent = supratentorial & ((depth <= FALX_DEPTH_MM) | (y >= FALX_TENTORIUM_Y_MM))
     falx = gauss(x, SHEET_SIGMA_MM) * falx_extent
@@ -147,7 +149,7 @@ def dural_map(template_name: str = "icbm2009c") -> sitk.Image:
                   * (y >= TRANSVERSE_Y_MIN_MM) * (np.abs(x) >= TRANSVERSE_MIN_X_MM))
     sheets = SHEET_WEIGHT * np.maximum.reduce([tentorium, falx, convexity])
     sinuses = np.maximum.reduce([superior_sagittal, straight, transverse])
-    weight = np.maximum(sheets, sinuses) * (np.where(brain, 0.0, outside) <= REACH_OUTSIDE_MM)
+    weight = np.maximum(sheets, sinuses) * (outside <= REACH_OUTSIDE_MM)  # outside is 0 in the brain
     out = sitk.GetImageFromArray(np.clip(weight, 0.0, 1.0).astype(np.float32))
     out.CopyInformation(t1)
     return out
