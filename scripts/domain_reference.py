@@ -37,15 +37,16 @@ from AnomalySegLib.quality.reference import (domain_section, measure_scans, prov
 from AnomalySegLib.recipe_record import recipe_record
 
 
-def reference_scans(description: dict) -> tuple[list[str], list[str]]:
-    """``(training, validation)`` scan names of a bundle: for the default recipe every bank variant of its
-    training and calibration sources (:func:`variant_id` names), else its Stage I provenance."""
+def reference_scans(description: dict, bundle_name: str = "the model") -> tuple[list[str], list[str]]:
+    """``(training, validation)`` scan names of a bundle (``bundle_name`` names it in the refusal): for the
+    default recipe every bank variant of its training and calibration sources (:func:`variant_id` names), else
+    its Stage I provenance."""
     recipe = recipe_record(description)
     if "training_sources" not in recipe:
         return provenance_volumes(description)
     trained_on = bank_simulation_version(recipe.get("variant_bank", {}).get("spec_key", ""))
     if trained_on != SIMULATION_VERSION:
-        raise SystemExit(f"the model trained on variants of simulation version {trained_on}, today's simulation "
+        raise SystemExit(f"{bundle_name} trained on variants of simulation version {trained_on}, today's simulation "
                          f"is version {SIMULATION_VERSION}: re-simulated variants would not be the ones it saw")
     return ([variant_id(*v) for v in variant_names(recipe["training_sources"])],
             [variant_id(*v) for v in variant_names(recipe["calibration_sources"])])
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     bundle = load_bundle(args.bundle)
-    training, validation = reference_scans(bundle.description)
+    training, validation = reference_scans(bundle.description, str(args.bundle))
     training = args.scans or training
     validation = validation if args.validation is None else args.validation
     if not training:
