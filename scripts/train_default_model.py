@@ -32,10 +32,10 @@ fewer steps on a CPU); the earlier model must not have seen the calibration or t
 Budget: each stage trains in chunks; the seconds per step are measured on the first chunk and every
 later chunk is sized to fit the time left, so a stage ends within its budget on any machine (Stage I
 keeps the last chunk's EMA weights, Stage II those of its best validation); ``--recon-max-steps`` /
-``--seg-max-steps`` also stop a stage at a step count, to reproduce a run by steps. ``--resume`` continues an interrupted run from the stages' checkpoints
-(the time already spent counts against the budget). The wall time of every stage (a stage's training
-summed over the processes of a resumed run) is printed and stored in ``<work>/summary.json`` and in the
-bundle's provenance.
+``--seg-max-steps`` also stop a stage at a step count, to reproduce a run by steps. ``--resume`` continues
+an interrupted run from the stages' checkpoints (the time already spent counts against the budget). The
+wall time of every stage (a stage's training summed over the processes of a resumed run) is printed and
+stored in ``<work>/summary.json`` and in the bundle's provenance.
 
 Usage::
 
